@@ -1,0 +1,223 @@
+//! Credentials and roles.
+//!
+//! Passwords are argon2id hashes. API tokens, session ids and invite codes are
+//! 256-bit random secrets handed out once; only their sha256 digests are
+//! stored, so a database leak does not leak working credentials.
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// A user's global role. Admins do everything; leads create and run projects;
+/// researchers read and export; annotators label the projects they belong to.
+#[derive(
+    clap::ValueEnum, Serialize, Deserialize, utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Lead,
+    Researcher,
+    Annotator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Lead => "lead",
+            Role::Researcher => "researcher",
+            Role::Annotator => "annotator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "lead" => Role::Lead,
+            "researcher" => Role::Researcher,
+            "annotator" => Role::Annotator,
+            _ => return None,
+        })
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+}
+
+impl User {
+    /// The command line acting with full rights (audit rows record no user for it).
+    pub fn system() -> User {
+        User {
+            id: Uuid::nil(),
+            name: "backflip-cli".into(),
+            role: Role::Admin,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// How long a browser session lasts without logging in again.
+pub const SESSION_TTL: Duration = Duration::days(7);
+
+/// A fresh 256-bit secret, hex encoded.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What we store instead of a secret.
+pub fn digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Hash a password with argon2id (CPU-heavy: call from a blocking thread in handlers).
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+}
+
+/// Check a password against a stored hash; a malformed hash never verifies.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+pub(crate) fn user_from_row(id: Uuid, name: String, role: String) -> User {
+    // The check constraint on users.role keeps this total.
+    let role = Role::parse(&role).unwrap_or(Role::Annotator);
+    User { id, name, role }
+}
+
+/// The user an API bearer token belongs to.
+pub async fn user_by_token(pool: &PgPool, token: &str) -> sqlx::Result<Option<User>> {
+    let row: Option<(Uuid, String, String)> = sqlx::query_as(
+        "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id
+         where t.token_hash = $1",
+    )
+    .bind(digest(token))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id, name, role)| user_from_row(id, name, role)))
+}
+
+/// Issue a new API token for a user; returns the secret (shown once).
+pub async fn create_token(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    label: &str,
+) -> sqlx::Result<String> {
+    let token = new_secret();
+    sqlx::query("insert into api_tokens (token_hash, user_id, label) values ($1, $2, $3)")
+        .bind(digest(&token))
+        .bind(user_id)
+        .bind(label)
+        .execute(conn)
+        .await?;
+    Ok(token)
+}
+
+/// A logged-in browser session: its user and the CSRF token its forms must carry.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub csrf: String,
+}
+
+pub async fn session_by_id(pool: &PgPool, id: &str) -> sqlx::Result<Option<Session>> {
+    let row: Option<(Uuid, String, String, String)> = sqlx::query_as(
+        "select u.id, u.name, u.role, s.csrf_token from sessions s join users u on u.id = s.user_id
+         where s.token_hash = $1 and s.expires_at > now()",
+    )
+    .bind(digest(id))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id, name, role, csrf)| Session {
+        user: user_from_row(id, name, role),
+        csrf,
+    }))
+}
+
+/// Start a session; returns the session id to put in the cookie.
+pub async fn create_session(pool: &PgPool, user_id: Uuid) -> sqlx::Result<String> {
+    let id = new_secret();
+    sqlx::query(
+        "insert into sessions (token_hash, user_id, csrf_token, expires_at) values ($1, $2, $3, $4)",
+    )
+    .bind(digest(&id))
+    .bind(user_id)
+    .bind(new_secret())
+    .bind(OffsetDateTime::now_utc() + SESSION_TTL)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+pub async fn delete_session(pool: &PgPool, id: &str) -> sqlx::Result<()> {
+    sqlx::query("delete from sessions where token_hash = $1")
+        .bind(digest(id))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Check a name and password; None when either is wrong (the caller must not say which).
+pub async fn login(pool: &PgPool, name: &str, password: &str) -> anyhow::Result<Option<User>> {
+    let row: Option<(Uuid, String, String, Option<String>)> =
+        sqlx::query_as("select id, name, role, password_hash from users where name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    let Some((id, name, role, Some(hash))) = row else {
+        return Ok(None);
+    };
+    let password = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await?;
+    Ok(ok.then(|| user_from_row(id, name, role)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(verify_password(&h, "correct horse"));
+        assert!(!verify_password(&h, "wrong horse"));
+        assert!(!verify_password("not a hash", "correct horse"));
+    }
+
+    #[test]
+    fn secrets_are_unique_and_digests_fixed_size() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(digest(&a).len(), 32);
+        assert_eq!(digest(&a), digest(&a));
+    }
+}

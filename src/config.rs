@@ -1,0 +1,132 @@
+//! Configuration: every setting is a flag with an environment variable, never code.
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{auth::Role, clips::ClipLimits};
+
+/// Backflip: collect human preference labels for RLHF and train a reward model on them.
+///
+/// With no DATABASE_URL, Backflip runs its own PostgreSQL cluster inside the
+/// data directory (PostgreSQL's server binaries must be installed).
+#[derive(Parser, Debug)]
+#[command(name = "backflip", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalOpts {
+    /// PostgreSQL to use, e.g. postgres://user:pass@host/db. Unset: run a private
+    /// cluster in <data-dir>/postgres, reachable only through a Unix socket.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Where Backflip keeps its embedded database and clip files.
+    #[arg(long, env = "BACKFLIP_DATA_DIR", default_value = "backflip-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Maximum number of PostgreSQL connections in the pool.
+    #[arg(long, env = "BACKFLIP_DB_POOL", default_value_t = 16, global = true)]
+    pub db_pool: u32,
+}
+
+impl fmt::Debug for GlobalOpts {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlobalOpts")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("data_dir", &self.data_dir)
+            .field("db_pool", &self.db_pool)
+            .finish()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the web server (JSON API and pages).
+    Serve(ServeOpts),
+    /// Run the server with a demo project of text pairs and one of GIF clips, and demo users.
+    Demo(ServeOpts),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Import pairs from a JSONL file into a project (see README for the format).
+    ///
+    /// A file with any bad line imports nothing: every bad line is reported with its number.
+    Import(ImportOpts),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeOpts {
+    /// Address to listen on.
+    #[arg(long, env = "BACKFLIP_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Public base URL, used in invite links; https:// here also marks cookies Secure.
+    #[arg(long, env = "BACKFLIP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub clips: ClipOpts,
+    /// Largest accepted request body for imports, in bytes.
+    #[arg(long, env = "BACKFLIP_MAX_IMPORT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_import_bytes: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClipOpts {
+    /// Largest accepted GIF clip, in bytes.
+    #[arg(long, env = "BACKFLIP_CLIP_MAX_BYTES", default_value_t = ClipLimits::default().max_bytes)]
+    pub clip_max_bytes: usize,
+    /// Most frames a GIF clip may have.
+    #[arg(long, env = "BACKFLIP_CLIP_MAX_FRAMES", default_value_t = ClipLimits::default().max_frames)]
+    pub clip_max_frames: usize,
+    /// Most pixels (width x height) a GIF clip's canvas may have.
+    #[arg(long, env = "BACKFLIP_CLIP_MAX_PIXELS", default_value_t = ClipLimits::default().max_pixels)]
+    pub clip_max_pixels: u64,
+}
+
+impl ClipOpts {
+    pub fn limits(&self) -> ClipLimits {
+        ClipLimits {
+            max_bytes: self.clip_max_bytes,
+            max_frames: self.clip_max_frames,
+            max_pixels: self.clip_max_pixels,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user and print their new API token (alone) on stdout.
+    Create(UserCreateOpts),
+}
+
+#[derive(Args, Debug)]
+pub struct UserCreateOpts {
+    /// Login name (letters, digits, _ . @ -).
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Read a password for web login from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportOpts {
+    /// Slug of the project to import into.
+    #[arg(long)]
+    pub project: String,
+    /// JSONL file, one pair per line.
+    pub file: PathBuf,
+    /// Folder holding the GIF clips the file names (for GIF projects).
+    #[arg(long)]
+    pub clips: Option<PathBuf>,
+    #[command(flatten)]
+    pub clip_opts: ClipOpts,
+}

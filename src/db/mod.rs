@@ -1,0 +1,113 @@
+//! Connecting to PostgreSQL: the operator's (`DATABASE_URL`) or our own embedded cluster.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+use crate::config::GlobalOpts;
+use embedded::EmbeddedPostgres;
+
+/// The database a process works with, and the embedded cluster behind it if we run one.
+pub struct Database {
+    pub pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+/// The database the embedded cluster keeps Backflip's data in.
+pub const EMBEDDED_DATABASE: &str = "backflip";
+
+impl Database {
+    /// Connect (starting the embedded cluster when no URL is configured) and migrate.
+    pub async fn open(opts: &GlobalOpts) -> anyhow::Result<Self> {
+        let (url, embedded) = match &opts.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let dir = opts.data_dir.clone();
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir))
+                    .await??;
+                ensure_database(&pg.url("postgres"), EMBEDDED_DATABASE).await?;
+                (pg.url(EMBEDDED_DATABASE), Some(pg))
+            }
+        };
+        let pool = pool(&url, opts.db_pool).await?;
+        migrate(&pool).await?;
+        Ok(Database { pool, embedded })
+    }
+
+    /// Close the pool, then stop the embedded cluster if we run one.
+    pub async fn close(mut self) {
+        self.pool.close().await;
+        if let Some(mut pg) = self.embedded.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = pg.stop() {
+                    tracing::warn!(error = %e, "stopping the embedded PostgreSQL");
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// A connection pool. Acquiring waits at most a few seconds, so requests get a
+/// quick 503 while the database is down instead of hanging.
+pub async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))
+}
+
+/// Apply the migrations in `migrations/` (embedded in the binary).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .context("migrating the database")
+}
+
+/// Create a database if it does not exist (connecting to `admin_url`).
+pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let admin = pool(admin_url, 1).await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        // Identifiers cannot be bound; `name` is one of our constants or a test name we made.
+        anyhow::ensure!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&admin)
+            .await?;
+    }
+    admin.close().await;
+    Ok(())
+}
+
+/// A URL fit for logs: the password replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,399 @@
+//! The JSON API under `/api/v1`, described by the OpenAPI document at
+//! `/api/v1/openapi.json`. Every route authenticates with a bearer token (or a
+//! browser session plus `X-CSRF-Token`) and checks the caller's role itself.
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Multipart, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{
+    Modify, OpenApi, ToSchema,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use uuid::Uuid;
+
+use super::{
+    AppState,
+    extract::{ApiUser, Json, Path},
+};
+use crate::{
+    auth::Role,
+    error::{Error, Result},
+    import::{self, ClipInfo, ImportReport},
+    labeling::{self, Judgment, JudgmentInput, NextPair},
+    projects::{self, Member, MemberRole, Project, ProjectSettings, ProjectSummary, Stats},
+    users::{self, CreatedUser},
+};
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let upload_limit = DefaultBodyLimit::max(state.inner.max_import_bytes);
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", post(create_user))
+        .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route("/api/v1/projects/{slug}", get(get_project).put(update_project))
+        .route("/api/v1/projects/{slug}/members", get(list_members).post(add_member))
+        .route("/api/v1/projects/{slug}/invites", post(create_invite))
+        .route("/api/v1/projects/{slug}/clips", post(upload_clips).layer(upload_limit))
+        .route("/api/v1/projects/{slug}/import", post(import_pairs).layer(upload_limit))
+        .route("/api/v1/projects/{slug}/next", get(next_pair))
+        .route("/api/v1/projects/{slug}/stats", get(stats))
+        .route("/api/v1/assignments/{id}/judgment", post(submit_judgment))
+        .route("/api/v1/clips/{sha256}", get(get_clip))
+}
+
+/// An error as every route reports it.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable: e.g. `unauthorized`, `forbidden`, `not_found`,
+    /// `invalid`, `invalid_import`, `already_judged`, `lease_expired`.
+    pub code: String,
+    pub message: String,
+    /// For `invalid_import`: every bad line.
+    pub errors: Option<Vec<crate::error::LineError>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Backflip API", description = "Collect human preferences for RLHF."),
+    paths(
+        me, create_user, list_projects, create_project, get_project, update_project,
+        list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
+        submit_judgment, stats, get_clip
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(ApiUser(user): ApiUser) -> axum::Json<Me> {
+    axum::Json(Me {
+        id: user.id,
+        name: user.name,
+        role: user.role,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub role: Role,
+    /// For web login; without one the user has only the API token.
+    pub password: Option<String>,
+}
+
+/// Create a user (admins only); the response holds their API token, shown once.
+#[utoipa::path(post, path = "/api/v1/users", request_body = NewUser,
+    responses((status = 201, body = CreatedUser), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Json(new): Json<NewUser>,
+) -> Result<(StatusCode, axum::Json<CreatedUser>)> {
+    if !user.is_admin() {
+        return Err(Error::forbidden("only admins create users"));
+    }
+    let created = users::create(&state.pool, &new.name, new.role, new.password.as_deref()).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// The projects the caller belongs to (all of them, for admins).
+#[utoipa::path(get, path = "/api/v1/projects", responses((status = 200, body = [ProjectSummary])))]
+async fn list_projects(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+) -> Result<axum::Json<Vec<ProjectSummary>>> {
+    Ok(axum::Json(projects::list_for(&state.pool, &user).await?))
+}
+
+/// Create a project (leads and admins); the caller becomes its lead.
+#[utoipa::path(post, path = "/api/v1/projects", request_body = ProjectSettings,
+    responses((status = 201, body = Project), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_project(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Json(settings): Json<ProjectSettings>,
+) -> Result<(StatusCode, axum::Json<Project>)> {
+    let project = projects::create(&state.pool, &user, settings).await?;
+    Ok((StatusCode::CREATED, axum::Json(project)))
+}
+
+/// A project's settings (any member).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}", responses((status = 200, body = Project), (status = 404, body = ErrorBody)))]
+async fn get_project(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<Project>> {
+    Ok(axum::Json(projects::access(&state.pool, &user, &slug).await?.project))
+}
+
+/// Change a project's settings (its leads). Slug and media kind stay as they are.
+#[utoipa::path(put, path = "/api/v1/projects/{slug}", request_body = ProjectSettings,
+    responses((status = 200, body = Project), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_project(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    Json(settings): Json<ProjectSettings>,
+) -> Result<axum::Json<Project>> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    Ok(axum::Json(projects::update(&state.pool, &access, settings).await?))
+}
+
+/// The project's members and how many judgments each gave (its leads).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/members", responses((status = 200, body = [Member])))]
+async fn list_members(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<Vec<Member>>> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    Ok(axum::Json(projects::members(&state.pool, access.project.id).await?))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// The user's name.
+    pub user: String,
+    pub role: MemberRole,
+}
+
+/// Add a user to the project, or change their role in it (its leads).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/members", request_body = NewMember,
+    responses((status = 201, body = NewMember), (status = 404, body = ErrorBody)))]
+async fn add_member(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    Json(member): Json<NewMember>,
+) -> Result<(StatusCode, axum::Json<NewMember>)> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    projects::add_member(&state.pool, &access, &member.user, member.role).await?;
+    Ok((StatusCode::CREATED, axum::Json(member)))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvite {
+    /// Role the invitee gets; annotator by default.
+    pub role: Option<MemberRole>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Invite {
+    /// The one-time link to hand to the invitee.
+    pub url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Make a one-time invite link (its leads).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/invites", request_body = NewInvite,
+    responses((status = 201, body = Invite)))]
+async fn create_invite(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    Json(new): Json<NewInvite>,
+) -> Result<(StatusCode, axum::Json<Invite>)> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let role = new.role.unwrap_or(MemberRole::Annotator);
+    let code = projects::create_invite(&state.pool, &access, role).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Invite {
+            url: format!("{}/invite/{code}", base_url(&state, &headers)),
+            expires_at: OffsetDateTime::now_utc() + projects::INVITE_TTL,
+        }),
+    ))
+}
+
+/// The base URL links should use: the configured public URL, else the request's host.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.inner.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// Upload GIF clips (multipart; each file part's file name is the clip's name,
+/// which import lines refer to). Each clip is checked and stored content-addressed.
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/clips",
+    request_body(content_type = "multipart/form-data", description = "one or more GIF files"),
+    responses((status = 201, body = [ClipInfo]), (status = 422, body = ErrorBody)))]
+async fn upload_clips(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, axum::Json<Vec<ClipInfo>>)> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let mut stored = Vec::new();
+    let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(e.body_text()),
+        _ => Error::BadRequest {
+            code: "bad_multipart",
+            message: e.body_text(),
+        },
+    };
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            continue;
+        };
+        let bytes = field.bytes().await.map_err(bad)?;
+        let info = import::ingest_clip(
+            &state.pool,
+            &state.clips,
+            &access,
+            &name,
+            bytes,
+            &state.inner.clip_limits,
+        )
+        .await?;
+        stored.push(info);
+    }
+    if stored.is_empty() {
+        return Err(Error::invalid("no file parts in the upload"));
+    }
+    Ok((StatusCode::CREATED, axum::Json(stored)))
+}
+
+/// Import pairs: a JSONL body, one pair a line. A body with any bad line imports
+/// nothing and answers 422 listing every bad line.
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/import",
+    request_body(content_type = "application/x-ndjson", description = "JSONL: {\"id\", \"prompt\", \"a\": {\"text\"|\"clip\", \"policy\", \"meta\"}, \"b\": {…}, \"meta\"}"),
+    responses((status = 200, body = ImportReport), (status = 422, body = ErrorBody)))]
+async fn import_pairs(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<ImportReport>> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let body = body.map_err(|e| Error::TooLarge(e.body_text()))?;
+    Ok(axum::Json(import::import(&state.pool, &access, &body).await?))
+}
+
+/// The next pair for the caller to judge: 200 with the pair, or 204 when nothing is left.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/next",
+    responses((status = 200, body = NextPair), (status = 204, description = "nothing left for this rater")))]
+async fn next_pair(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<Response> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_label()?;
+    Ok(match labeling::next(&state.pool, &access).await? {
+        Some(pair) => axum::Json(pair).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Judge an assignment. With an `Idempotency-Key` header, a retry returns the
+/// stored judgment (200) instead of creating another.
+#[utoipa::path(post, path = "/api/v1/assignments/{id}/judgment", request_body = JudgmentInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    responses((status = 201, body = Judgment), (status = 200, body = Judgment, description = "replay"),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+async fn submit_judgment(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(input): Json<JudgmentInput>,
+) -> Result<(StatusCode, axum::Json<Judgment>)> {
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| Error::BadRequest {
+            code: "bad_idempotency_key",
+            message: "Idempotency-Key must be visible ASCII".into(),
+        })?),
+        None => None,
+    };
+    let (judgment, created) = labeling::submit(&state.pool, &user, id, &input, key).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(judgment)))
+}
+
+/// Counts: pairs, judgments, complete pairs, judgments per rater (leads and researchers).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/stats", responses((status = 200, body = Stats)))]
+async fn stats(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<Stats>> {
+    let access = projects::access(&state.pool, &user, &slug).await?.require_read()?;
+    Ok(axum::Json(projects::stats(&state.pool, access.project.id).await?))
+}
+
+/// A clip's GIF bytes, for members of a project that uses it.
+#[utoipa::path(get, path = "/api/v1/clips/{sha256}", responses((status = 200, content_type = "image/gif"), (status = 404, body = ErrorBody)))]
+async fn get_clip(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(sha256): Path<String>,
+) -> Result<Response> {
+    let visible: bool = sqlx::query_scalar(
+        "select exists (select 1 from project_clips c
+            left join project_members m on m.project_id = c.project_id and m.user_id = $2
+            where c.sha256 = $1 and ($3 or m.user_id is not null))",
+    )
+    .bind(&sha256)
+    .bind(user.id)
+    .bind(user.is_admin())
+    .fetch_one(&state.pool)
+    .await?;
+    if !visible {
+        return Err(Error::NotFound("clip"));
+    }
+    let bytes = state.clips.get(&sha256).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            // Content-addressed: the bytes behind a URL never change.
+            (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,125 @@
+//! Extractors: who is calling (bearer token or session cookie), and JSON/form/path
+//! extractors whose rejections use our error shape.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts},
+    http::{Method, header, request::Parts},
+};
+
+use super::AppState;
+use crate::{
+    auth::{self, Session, User},
+    error::Error,
+};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "backflip_session";
+/// The header browser scripts send the session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+#[derive(FromRequest)]
+#[from_request(via(axum::Form), rejection(Error))]
+pub struct Form<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct Path<T>(pub T);
+
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The caller of an API route: a bearer token, or a browser session (whose
+/// state-changing requests must then carry the `X-CSRF-Token` header).
+pub struct ApiUser(pub User);
+
+impl FromRequestParts<AppState> for ApiUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(Error::Unauthorized)?;
+            let user = auth::user_by_token(&state.pool, token.trim()).await?;
+            return user.map(ApiUser).ok_or(Error::Unauthorized);
+        }
+        let session = session(parts, state).await?.ok_or(Error::Unauthorized)?;
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !sent.is_some_and(|s| constant_eq(s, &session.csrf)) {
+                return Err(Error::forbidden("missing or wrong X-CSRF-Token header"));
+            }
+        }
+        Ok(ApiUser(session.user))
+    }
+}
+
+async fn session(parts: &Parts, state: &AppState) -> Result<Option<Session>, Error> {
+    match cookie(parts, SESSION_COOKIE) {
+        Some(id) => Ok(auth::session_by_id(&state.pool, id).await?),
+        None => Ok(None),
+    }
+}
+
+/// A logged-in browser session, for pages. Without one, pages redirect to the login form.
+pub struct PageSession {
+    pub session: Session,
+    pub id: String,
+}
+
+impl PageSession {
+    /// Check a form's CSRF token against the session's.
+    pub fn check_csrf(&self, sent: &str) -> Result<(), Error> {
+        if constant_eq(sent, &self.session.csrf) {
+            Ok(())
+        } else {
+            Err(Error::forbidden("the form expired or came from another site; reload and retry"))
+        }
+    }
+
+    pub fn user(&self) -> &User {
+        &self.session.user
+    }
+}
+
+impl FromRequestParts<AppState> for PageSession {
+    type Rejection = super::pages::PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let id = cookie(parts, SESSION_COOKIE).map(str::to_owned);
+        match (session(parts, state).await?, id) {
+            (Some(session), Some(id)) => Ok(PageSession { session, id }),
+            _ => Err(super::pages::PageError::Login),
+        }
+    }
+}
+
+/// Compare secrets without leaking where they differ through timing.
+pub fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}

@@ -1,0 +1,417 @@
+//! Assignment of pairs to raters, and their judgments.
+//!
+//! Concurrency design: a pair's row in `comparisons` carries `judged_count`
+//! and `leased_count`, changed only in the transactions that create
+//! assignments and judgments. `next` picks an open pair with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent raters take different rows; when a
+//! row was changed by a transaction that committed after our snapshot,
+//! PostgreSQL re-checks `judged_count + leased_count < overlap` on the new
+//! version before locking it, so a pair is never over-assigned. Expired leases
+//! are reaped (and their slot given back) in a short statement of their own
+//! that skips rows a judgment is writing.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    auth::User,
+    error::{Error, Result},
+    projects::Access,
+};
+
+/// A rater may hold this many live leases per project (the page fetches one
+/// ahead); asking for more gives back the oldest, so a client bug or a reload
+/// cannot drain the queue.
+pub const MAX_LIVE_LEASES: i64 = 2;
+
+/// One side of a pair as a rater sees it: text, or the URL of a GIF clip.
+/// The rollout's policy and metadata are withheld so they cannot bias the rater.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShownRollout {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_url: Option<String>,
+}
+
+/// A pair assigned to the caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextPair {
+    pub assignment_id: Uuid,
+    pub prompt: String,
+    pub left: ShownRollout,
+    pub right: ShownRollout,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Give every expired lease of a project back to the queue.
+async fn reap_expired(pool: &PgPool, project_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "with expired as (
+             update assignments set state = 'expired'
+             where id in (select id from assignments
+                          where project_id = $1 and state = 'leased' and expires_at <= now()
+                          for update skip locked)
+             returning comparison_id),
+         per_pair as (select comparison_id, count(*) as n from expired group by comparison_id)
+         update comparisons c set leased_count = c.leased_count - p.n
+         from per_pair p where c.id = p.comparison_id",
+    )
+    .bind(project_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Assign the caller a pair of the project they have not judged, or None when
+/// nothing is left for them.
+pub async fn next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
+    reap_expired(pool, access.project.id).await?;
+    // Retry the rare races the database resolves by refusing one side: a
+    // deadlock, or this rater's own concurrent request taking the same pair.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_next(pool, access).await {
+            Err(Error::Internal(e)) if attempt < 5 && is_retryable(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn is_retryable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "40P01" || c == "23505" || c == "40001")
+}
+
+async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
+    let (project, rater) = (&access.project, &access.user);
+    let mut tx = pool.begin().await?;
+
+    // The oldest live lease, and how many the rater holds.
+    let held: Option<(Uuid, Uuid, bool, OffsetDateTime, i64)> = sqlx::query_as(
+        "select id, comparison_id, left_is_a, expires_at, count(*) over () from assignments
+         where rater_id = $1 and project_id = $2 and state = 'leased' and expires_at > now()
+         order by created_at limit 1",
+    )
+    .bind(rater.id)
+    .bind(project.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, comparison_id, left_is_a, expires_at, n)) = held
+        && n >= MAX_LIVE_LEASES
+    {
+        let pair = shown(&mut tx, id, comparison_id, left_is_a, expires_at).await?;
+        tx.commit().await?;
+        return Ok(Some(pair));
+    }
+
+    let picked: Option<Uuid> = sqlx::query_scalar(
+        "select c.id from comparisons c
+         where c.project_id = $1 and c.judged_count + c.leased_count < c.overlap
+           and not exists (select 1 from assignments a
+                           where a.comparison_id = c.id and a.rater_id = $2 and a.state <> 'expired')
+         order by c.priority desc, c.seq
+         limit 1
+         for update of c skip locked",
+    )
+    .bind(project.id)
+    .bind(rater.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(comparison_id) = picked else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    sqlx::query("update comparisons set leased_count = leased_count + 1 where id = $1")
+        .bind(comparison_id)
+        .execute(&mut *tx)
+        .await?;
+    let left_is_a = rand::rng().random_bool(0.5);
+    let (assignment_id, expires_at): (Uuid, OffsetDateTime) = sqlx::query_as(
+        "insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at)
+         values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         returning id, expires_at",
+    )
+    .bind(comparison_id)
+    .bind(project.id)
+    .bind(rater.id)
+    .bind(left_is_a)
+    .bind(f64::from(project.lease_seconds))
+    .fetch_one(&mut *tx)
+    .await?;
+    let pair = shown(&mut tx, assignment_id, comparison_id, left_is_a, expires_at).await?;
+    tx.commit().await?;
+    Ok(Some(pair))
+}
+
+/// The pair as the rater sees it, sides as recorded in the assignment.
+async fn shown(
+    tx: &mut Transaction<'_, Postgres>,
+    assignment_id: Uuid,
+    comparison_id: Uuid,
+    left_is_a: bool,
+    expires_at: OffsetDateTime,
+) -> Result<NextPair> {
+    type Side = (Option<String>, Option<String>);
+    let (prompt, a_text, a_clip, b_text, b_clip): (String, Option<String>, Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "select c.prompt, ra.body, ra.clip_sha256, rb.body, rb.clip_sha256
+             from comparisons c
+             join rollouts ra on ra.id = c.rollout_a
+             join rollouts rb on rb.id = c.rollout_b
+             where c.id = $1",
+        )
+        .bind(comparison_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let show = |(text, clip): Side| ShownRollout {
+        text,
+        clip_url: clip.map(|sha| format!("/api/v1/clips/{sha}")),
+    };
+    let (a, b) = (show((a_text, a_clip)), show((b_text, b_clip)));
+    let (left, right) = if left_is_a { (a, b) } else { (b, a) };
+    Ok(NextPair {
+        assignment_id,
+        prompt,
+        left,
+        right,
+        expires_at,
+    })
+}
+
+/// A rater's answer, as the client sends it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JudgmentInput {
+    /// `left`, `right`, `tie` or `cant_tell` (as displayed).
+    pub choice: String,
+    /// 1..=strength_scale, when the project has a strength scale.
+    #[serde(default)]
+    pub strength: Option<i32>,
+    #[serde(default)]
+    pub rationale: Option<String>,
+    /// The rater flags the content as disturbing or inappropriate.
+    #[serde(default)]
+    pub content_flag: bool,
+    #[serde(default)]
+    pub flag_reason: Option<String>,
+    /// Time the rater took, measured by the client.
+    #[serde(default)]
+    pub duration_ms: Option<i32>,
+}
+
+/// A stored judgment.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Judgment {
+    pub id: Uuid,
+    pub assignment_id: Uuid,
+    pub comparison_id: Uuid,
+    /// The answer in canonical terms: `a`, `b`, `tie` or `cant_tell`.
+    pub choice: String,
+    /// The answer as the rater gave it: `left`, `right`, `tie`, `cant_tell`.
+    pub displayed_choice: String,
+    /// Whether rollout a was shown on the left.
+    pub left_is_a: bool,
+    pub strength: Option<i32>,
+    pub rationale: Option<String>,
+    pub content_flag: bool,
+    pub flag_reason: Option<String>,
+    pub duration_ms: Option<i32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+const JUDGMENT_COLUMNS: &str = "id, assignment_id, comparison_id, choice, displayed_choice, \
+     left_is_a, strength, rationale, content_flag, flag_reason, duration_ms, created_at";
+
+/// Map a displayed answer to canonical (a/b) terms.
+pub fn canonical(displayed: &str, left_is_a: bool) -> &'static str {
+    match (displayed, left_is_a) {
+        ("left", true) | ("right", false) => "a",
+        ("left", false) | ("right", true) => "b",
+        ("tie", _) => "tie",
+        _ => "cant_tell",
+    }
+}
+
+/// The longest rationale or flag reason we keep.
+pub const MAX_TEXT: usize = 10_000;
+
+/// Store a judgment for one of the caller's assignments. Returns the judgment
+/// and whether it was created now (false: an idempotent replay of the same key).
+pub async fn submit(
+    pool: &PgPool,
+    rater: &User,
+    assignment_id: Uuid,
+    input: &JudgmentInput,
+    idempotency_key: Option<&str>,
+) -> Result<(Judgment, bool)> {
+    if let Some(key) = idempotency_key {
+        if key.is_empty() || key.len() > 200 {
+            return Err(Error::BadRequest {
+                code: "bad_idempotency_key",
+                message: "Idempotency-Key must be 1-200 characters".into(),
+            });
+        }
+        if let Some(j) = replay(pool, rater, assignment_id, key).await? {
+            return Ok((j, false));
+        }
+    }
+
+    let mut tx = pool.begin().await?;
+    type Row = (Uuid, String, bool, bool, Uuid, Vec<String>, Option<i32>, String);
+    let row: Option<Row> = sqlx::query_as(
+        "select a.rater_id, a.state, a.expires_at > now(), a.left_is_a, a.comparison_id,
+                p.options, p.strength_scale, p.rationale
+         from assignments a join projects p on p.id = a.project_id
+         where a.id = $1 for update of a",
+    )
+    .bind(assignment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (owner, state, live, left_is_a, comparison_id, options, scale, rationale_mode) =
+        row.ok_or(Error::NotFound("assignment"))?;
+    if owner != rater.id {
+        return Err(Error::forbidden("this assignment belongs to another rater"));
+    }
+    if state == "judged" {
+        drop(tx);
+        // A concurrent request with the same key may have just committed.
+        if let Some(key) = idempotency_key
+            && let Some(j) = replay(pool, rater, assignment_id, key).await?
+        {
+            return Ok((j, false));
+        }
+        return Err(Error::Conflict {
+            code: "already_judged",
+            message: "this assignment has already been judged".into(),
+        });
+    }
+    if state == "expired" || !live {
+        return Err(Error::Gone {
+            code: "lease_expired",
+            message: "the lease on this pair expired; ask for the next pair".into(),
+        });
+    }
+    validate(input, &options, scale, &rationale_mode)?;
+
+    let judgment: Judgment = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
+             displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
+             duration_ms, idempotency_key)
+         select $1, $2, a.project_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+         from assignments a where a.id = $1
+         returning {JUDGMENT_COLUMNS}"
+    )))
+    .bind(assignment_id)
+    .bind(comparison_id)
+    .bind(rater.id)
+    .bind(canonical(&input.choice, left_is_a))
+    .bind(&input.choice)
+    .bind(left_is_a)
+    .bind(input.strength)
+    .bind(input.rationale.as_deref().map(str::trim).filter(|r| !r.is_empty()))
+    .bind(input.content_flag)
+    .bind(input.flag_reason.as_deref().map(str::trim).filter(|r| !r.is_empty()))
+    .bind(input.duration_ms)
+    .bind(idempotency_key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("judgments_idempotency_idx") => Error::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was already used for another assignment".into(),
+        },
+        _ => e.into(),
+    })?;
+    sqlx::query("update assignments set state = 'judged', judged_at = now() where id = $1")
+        .bind(assignment_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "update comparisons set judged_count = judged_count + 1, leased_count = leased_count - 1
+         where id = $1",
+    )
+    .bind(comparison_id)
+    .execute(&mut *tx)
+    .await?;
+    // Durable before the client hears of it: commit waits for the WAL flush.
+    tx.commit().await?;
+    Ok((judgment, true))
+}
+
+/// The judgment an idempotency key already produced, if any.
+async fn replay(
+    pool: &PgPool,
+    rater: &User,
+    assignment_id: Uuid,
+    key: &str,
+) -> Result<Option<Judgment>> {
+    let found: Option<Judgment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {JUDGMENT_COLUMNS} from judgments where rater_id = $1 and idempotency_key = $2"
+    )))
+    .bind(rater.id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    match found {
+        Some(j) if j.assignment_id != assignment_id => Err(Error::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was already used for another assignment".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+fn validate(input: &JudgmentInput, options: &[String], scale: Option<i32>, rationale: &str) -> Result<()> {
+    if !options.iter().any(|o| *o == input.choice) {
+        return Err(Error::invalid(format!(
+            "choice must be one of {}",
+            options.join(", ")
+        )));
+    }
+    match (input.strength, scale) {
+        (Some(_), None) => return Err(Error::invalid("this project has no strength scale")),
+        (Some(s), Some(max)) if !(1..=max).contains(&s) => {
+            return Err(Error::invalid(format!("strength must be between 1 and {max}")));
+        }
+        _ => {}
+    }
+    let text = input.rationale.as_deref().map(str::trim).unwrap_or("");
+    if rationale == "required" && text.is_empty() {
+        return Err(Error::invalid("this project asks for a rationale with every judgment"));
+    }
+    if rationale == "off" && !text.is_empty() {
+        return Err(Error::invalid("this project does not take rationales"));
+    }
+    if text.len() > MAX_TEXT || input.flag_reason.as_deref().unwrap_or("").len() > MAX_TEXT {
+        return Err(Error::invalid(format!("rationale and flag reason: at most {MAX_TEXT} bytes")));
+    }
+    if input.duration_ms.is_some_and(|d| d < 0) {
+        return Err(Error::invalid("duration_ms cannot be negative"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_choice_follows_the_sides() {
+        assert_eq!(canonical("left", true), "a");
+        assert_eq!(canonical("left", false), "b");
+        assert_eq!(canonical("right", true), "b");
+        assert_eq!(canonical("right", false), "a");
+        assert_eq!(canonical("tie", false), "tie");
+        assert_eq!(canonical("cant_tell", true), "cant_tell");
+    }
+}

@@ -1,0 +1,25 @@
+//! Backflip: collect human preference labels for RLHF and turn them into a reward model.
+#![forbid(unsafe_code)]
+
+/// Who may do what: password hashing, API tokens, sessions, role checks.
+pub mod auth;
+/// The one error type of the domain code and the API, with stable codes.
+pub mod error;
+/// GIF clip validation, decoding to training frames, content-addressed storage.
+pub mod clips;
+/// Command line and environment configuration.
+pub mod config;
+/// Connecting to PostgreSQL (external or embedded) and migrating it.
+pub mod db;
+/// The demo projects: text pairs and generated GIF clips.
+pub mod demo;
+/// HTTP: the JSON API, the lead pages, health checks.
+pub mod http;
+/// JSONL import of pairs, shared by the API and the CLI.
+pub mod import;
+/// Assignment of pairs to raters and storage of their judgments.
+pub mod labeling;
+/// Projects, their settings and members.
+pub mod projects;
+/// Users and their credentials.
+pub mod users;

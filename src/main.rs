@@ -1,0 +1,159 @@
+//! The `backflip` binary: configuration → logging → database → command.
+#![forbid(unsafe_code)]
+
+use std::{io::BufRead, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use backflip::{
+    auth::User,
+    clips::ClipStore,
+    config::{Cli, Command, GlobalOpts, ImportOpts, ServeOpts, UserCommand},
+    db::Database,
+    demo,
+    error::Error,
+    http::{self, AppState, Settings},
+    import, projects, users,
+};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so that stdout carries only a command's result (a token).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Serve(opts) => serve(&global, opts, false).await,
+        Command::Demo(opts) => serve(&global, opts, true).await,
+        Command::Migrate => {
+            let db = Database::open(&global).await?;
+            eprintln!("migrations applied");
+            db.close().await;
+            Ok(())
+        }
+        Command::User(UserCommand::Create(opts)) => {
+            let password = if opts.password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let db = Database::open(&global).await?;
+            let result = users::create(&db.pool, &opts.name, opts.role, password.as_deref()).await;
+            db.close().await;
+            println!("{}", result.map_err(user_error)?.token);
+            Ok(())
+        }
+        Command::Import(opts) => import_file(&global, opts).await,
+    }
+}
+
+/// Domain errors as the CLI shows them: the message, not a debug dump.
+fn user_error(e: Error) -> anyhow::Error {
+    match e {
+        Error::Internal(e) => e,
+        e => anyhow::anyhow!("{e}"),
+    }
+}
+
+fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
+    ClipStore::local(&global.data_dir.join("clips"))
+}
+
+async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow::Result<()> {
+    let db = Database::open(global).await?;
+    let clips = clip_store(global)?;
+    if with_demo {
+        demo::seed(&db.pool, &clips).await.context("creating the demo projects")?;
+    }
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .with_context(|| format!("listening on {}", opts.bind))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        pool: db.pool.clone(),
+        clips,
+        inner: Arc::new(Settings {
+            clip_limits: opts.clips.limits(),
+            public_url: opts.public_url.clone(),
+            max_import_bytes: opts.max_import_bytes,
+        }),
+    };
+    eprintln!("Backflip is listening on http://{addr}");
+    if with_demo {
+        eprintln!(
+            "Demo logins (password {:?}): {}",
+            demo::DEMO_PASSWORD,
+            demo::DEMO_USERS
+                .iter()
+                .map(|(n, r)| format!("{n} ({})", r.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        eprintln!("Projects: http://{addr}/projects/demo-text and http://{addr}/projects/demo-clips");
+    }
+    let result = http::serve(listener, state, http::shutdown_signal()).await;
+    db.close().await;
+    result.context("serving HTTP")
+}
+
+async fn import_file(global: &GlobalOpts, opts: ImportOpts) -> anyhow::Result<()> {
+    let body = std::fs::read(&opts.file)
+        .with_context(|| format!("reading {}", opts.file.display()))?;
+    let db = Database::open(global).await?;
+    let result = async {
+        let project = projects::by_slug(&db.pool, &opts.project).await?;
+        let access = projects::Access {
+            project,
+            user: User::system(),
+            member: None,
+        };
+        if let Some(dir) = &opts.clips {
+            let store = clip_store(global)?;
+            let limits = opts.clip_opts.limits();
+            for name in import::clip_names(&body) {
+                let path = dir.join(&name);
+                if let Ok(bytes) = std::fs::read(&path) {
+                    import::ingest_clip(&db.pool, &store, &access, &name, bytes.into(), &limits)
+                        .await?;
+                }
+            }
+        }
+        import::import(&db.pool, &access, &body).await
+    }
+    .await;
+    db.close().await;
+    match result {
+        Ok(r) => {
+            println!(
+                "imported {} new pair(s) from {} line(s); {} already present",
+                r.imported, r.lines, r.duplicates
+            );
+            Ok(())
+        }
+        Err(Error::Import(lines)) => {
+            for l in &lines {
+                eprintln!("{}:{}: {}", opts.file.display(), l.line, l.message);
+            }
+            anyhow::bail!("{} bad line(s); nothing was imported", lines.len())
+        }
+        Err(e) => Err(user_error(e)),
+    }
+}
