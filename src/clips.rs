@@ -25,7 +25,11 @@ pub struct ClipLimits {
 
 impl Default for ClipLimits {
     fn default() -> Self {
-        Self { max_bytes: 10 * 1024 * 1024, max_frames: 500, max_pixels: 512 * 512 }
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            max_frames: 500,
+            max_pixels: 512 * 512,
+        }
     }
 }
 
@@ -66,7 +70,10 @@ fn corrupt(e: gif::DecodingError) -> ClipError {
 /// any expensive work. Never panics: every problem with the input is a [`ClipError`].
 pub fn decode_gif(bytes: &[u8], limits: &ClipLimits) -> Result<DecodedClip, ClipError> {
     if bytes.len() > limits.max_bytes {
-        return Err(ClipError::TooManyBytes { size: bytes.len(), limit: limits.max_bytes });
+        return Err(ClipError::TooManyBytes {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
     }
     if !(bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a")) {
         return Err(ClipError::NotGif);
@@ -110,7 +117,9 @@ pub fn decode_gif(bytes: &[u8], limits: &ClipLimits) -> Result<DecodedClip, Clip
     // before that frame's pixels are decompressed.
     while let Some(f) = decoder.next_frame_info().map_err(corrupt)? {
         if frame_count as usize >= limits.max_frames {
-            return Err(ClipError::TooManyFrames { limit: limits.max_frames });
+            return Err(ClipError::TooManyFrames {
+                limit: limits.max_frames,
+            });
         }
         if too_big(f.width, f.height) {
             return Err(too_many_pixels(f.width, f.height));
@@ -149,13 +158,23 @@ pub fn decode_gif(bytes: &[u8], limits: &ClipLimits) -> Result<DecodedClip, Clip
         }
         frame_count += 1;
         // Browsers play delays of 0 and 10 ms at 100 ms; match what the labeller saw.
-        let ms = if delay <= 1 { 100 } else { u32::from(delay) * 10 };
+        let ms = if delay <= 1 {
+            100
+        } else {
+            u32::from(delay) * 10
+        };
         duration_ms = duration_ms.saturating_add(ms);
     }
     if frame_count == 0 {
         return Err(ClipError::NoFrames);
     }
-    Ok(DecodedClip { width: width.into(), height: height.into(), frame_count, duration_ms, frames })
+    Ok(DecodedClip {
+        width: width.into(),
+        height: height.into(),
+        frame_count,
+        duration_ms,
+        frames,
+    })
 }
 
 /// Appends the RGBA canvas as FRAME_SIDE² luma bytes: a box filter over the source pixels
@@ -178,7 +197,9 @@ fn push_gray(canvas: &[u8], w: usize, h: usize, out: &mut Vec<u8>) {
         let (y0, y1) = span(oy, h);
         for ox in 0..side {
             let (x0, x1) = span(ox, w);
-            let sum: u64 = (y0..y1).map(|y| luma[y * w + x0..y * w + x1].iter().sum::<u64>()).sum();
+            let sum: u64 = (y0..y1)
+                .map(|y| luma[y * w + x0..y * w + x1].iter().sum::<u64>())
+                .sum();
             let n = ((y1 - y0) * (x1 - x0)) as u64;
             out.push(((sum + n / 2) / n) as u8);
         }
@@ -208,7 +229,11 @@ impl Rng {
 pub fn demo_clip(seed: u64, skill: f32) -> Vec<u8> {
     const SIDE: u16 = 64;
     const STEP: f32 = 2.5;
-    let skill = if skill.is_nan() { 0.0 } else { skill.clamp(0.0, 1.0) };
+    let skill = if skill.is_nan() {
+        0.0
+    } else {
+        skill.clamp(0.0, 1.0)
+    };
     let mut rng = Rng(seed);
     // Goal on the right, agent on the left, so every clip shows a journey.
     let goal = (40.0 + rng.unit() * 16.0, 8.0 + rng.unit() * 48.0);
@@ -234,22 +259,34 @@ pub fn demo_clip(seed: u64, skill: f32) -> Vec<u8> {
                 3 * u8::from(grid)
             };
         }
-        let frame =
-            gif::Frame { width: SIDE, height: SIDE, delay: 8, buffer: Cow::Owned(px), ..Default::default() };
+        let frame = gif::Frame {
+            width: SIDE,
+            height: SIDE,
+            delay: 8,
+            buffer: Cow::Owned(px),
+            ..Default::default()
+        };
         enc.write_frame(&frame).expect("GIF frame");
 
         // The draw happens whatever the skill, so one seed shares its randomness across skills.
         heading += (rng.unit() - 0.5) * 1.6;
         let (dx, dy) = (goal.0 - pos.0, goal.1 - pos.1);
         let dist = dx.hypot(dy);
-        let toward = if dist > 1e-3 { (dx / dist, dy / dist) } else { (0.0, 0.0) };
+        let toward = if dist > 1e-3 {
+            (dx / dist, dy / dist)
+        } else {
+            (0.0, 0.0)
+        };
         // A skilled agent stops on the goal instead of overshooting it.
         let speed = STEP.min(dist.max(STEP * (1.0 - skill)));
         let dir = (
             skill * toward.0 + (1.0 - skill) * heading.cos(),
             skill * toward.1 + (1.0 - skill) * heading.sin(),
         );
-        pos = ((pos.0 + speed * dir.0).clamp(4.0, 60.0), (pos.1 + speed * dir.1).clamp(4.0, 60.0));
+        pos = (
+            (pos.0 + speed * dir.0).clamp(4.0, 60.0),
+            (pos.1 + speed * dir.1).clamp(4.0, 60.0),
+        );
     }
     enc.into_inner().expect("GIF trailer")
 }
@@ -263,17 +300,23 @@ pub struct ClipStore {
 impl ClipStore {
     /// Stores clips under `dir`, creating it if missing.
     pub fn local(dir: &std::path::Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating clip folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating clip folder {}", dir.display()))?;
         let fs = LocalFileSystem::new_with_prefix(dir)
             .with_context(|| format!("opening clip folder {}", dir.display()))?;
-        Ok(Self { store: Arc::new(fs) })
+        Ok(Self {
+            store: Arc::new(fs),
+        })
     }
 
     /// Stores `bytes` under `<first 2 hex>/<sha256>.gif`; storing the same clip again is a no-op.
     pub async fn put(&self, sha256: &str, bytes: Bytes) -> anyhow::Result<()> {
         let key = key(sha256)?;
         // A wrong name would make the store lie about content for ever after.
-        anyhow::ensure!(sha256_hex(&bytes) == sha256, "clip bytes do not hash to {sha256}");
+        anyhow::ensure!(
+            sha256_hex(&bytes) == sha256,
+            "clip bytes do not hash to {sha256}"
+        );
         // Same key means same bytes, so an existing object is already right; checking first
         // keeps this portable to S3-compatible stores without conditional puts.
         match self.store.head(&key).await {
@@ -281,21 +324,31 @@ impl ClipStore {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e).with_context(|| format!("checking clip {sha256}")),
         }
-        self.store.put(&key, bytes.into()).await.with_context(|| format!("storing clip {sha256}"))?;
+        self.store
+            .put(&key, bytes.into())
+            .await
+            .with_context(|| format!("storing clip {sha256}"))?;
         Ok(())
     }
 
     /// Reads back the clip stored under `sha256`.
     pub async fn get(&self, sha256: &str) -> anyhow::Result<Bytes> {
         let key = key(sha256)?;
-        let result = self.store.get(&key).await.with_context(|| format!("reading clip {sha256}"))?;
+        let result = self
+            .store
+            .get(&key)
+            .await
+            .with_context(|| format!("reading clip {sha256}"))?;
         Ok(result.bytes().await?)
     }
 }
 
 /// The object key for a clip; only lowercase hex digests are accepted, so keys cannot escape.
 fn key(sha256: &str) -> anyhow::Result<ObjPath> {
-    let ok = sha256.len() == 64 && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let ok = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     anyhow::ensure!(ok, "not a lowercase hex SHA-256: {sha256:?}");
     Ok(ObjPath::from(format!("{}/{sha256}.gif", &sha256[..2])))
 }
@@ -313,8 +366,16 @@ mod tests {
         let mut enc = gif::Encoder::new(Vec::new(), w, h, &palette).unwrap();
         for (left, top, width, height, px, dispose) in frames.iter().cloned() {
             let (buffer, transparent) = (Cow::Owned(px), Some(0));
-            let f =
-                gif::Frame { left, top, width, height, buffer, dispose, transparent, ..Default::default() };
+            let f = gif::Frame {
+                left,
+                top,
+                width,
+                height,
+                buffer,
+                dispose,
+                transparent,
+                ..Default::default()
+            };
             enc.write_frame(&f).unwrap();
         }
         enc.into_inner().unwrap()
@@ -330,7 +391,13 @@ mod tests {
         assert_eq!(demo_clip(7, 0.8), clip, "deterministic for a seed");
         let d = decode(&clip).unwrap();
         assert_eq!(
-            (d.width, d.height, d.frame_count, d.duration_ms, d.frames.len()),
+            (
+                d.width,
+                d.height,
+                d.frame_count,
+                d.duration_ms,
+                d.frames.len()
+            ),
             (64, 64, 20, 1600, 20 * 4096)
         );
         assert_ne!(d.frames[..4096], d.frames[19 * 4096..], "the agent moves");
@@ -344,12 +411,33 @@ mod tests {
         bomb[6..10].copy_from_slice(&[0x60, 0xEA, 0x60, 0xEA]); // declares 60000 x 60000
         let err = decode(&bomb).unwrap_err();
         assert!(
-            matches!(err, ClipError::TooManyPixels { width: 60000, height: 60000, limit: 262144 }),
+            matches!(
+                err,
+                ClipError::TooManyPixels {
+                    width: 60000,
+                    height: 60000,
+                    limit: 262144
+                }
+            ),
             "{err}"
         );
-        let limits = ClipLimits { max_frames: 5, max_bytes: 100, ..ClipLimits::default() };
-        let err = decode_gif(&demo_clip(1, 0.5), &ClipLimits { max_bytes: 1 << 20, ..limits }).unwrap_err();
-        assert!(matches!(err, ClipError::TooManyFrames { limit: 5 }), "{err}");
+        let limits = ClipLimits {
+            max_frames: 5,
+            max_bytes: 100,
+            ..ClipLimits::default()
+        };
+        let err = decode_gif(
+            &demo_clip(1, 0.5),
+            &ClipLimits {
+                max_bytes: 1 << 20,
+                ..limits
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ClipError::TooManyFrames { limit: 5 }),
+            "{err}"
+        );
         let err = decode_gif(&[0u8; 101], &limits).unwrap_err();
         assert_eq!(err.to_string(), "clip is 101 bytes; the limit is 100");
     }
@@ -357,16 +445,26 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let clip = demo_clip(3, 0.5);
-        assert_eq!(decode(&clip[..clip.len() - 1]).unwrap().frame_count, 20, "only the trailer lost");
+        assert_eq!(
+            decode(&clip[..clip.len() - 1]).unwrap().frame_count,
+            20,
+            "only the trailer lost"
+        );
         for cut in [clip.len() / 2, 6, 9, 13, clip.len() - 2, clip.len() - 100] {
-            assert!(matches!(decode(&clip[..cut]), Err(ClipError::Corrupt(_))), "cut at {cut}");
+            assert!(
+                matches!(decode(&clip[..cut]), Err(ClipError::Corrupt(_))),
+                "cut at {cut}"
+            );
         }
         let mut rng = Rng(42);
         let noise: Vec<u8> = (0..1000).map(|_| (rng.unit() * 256.0) as u8).collect();
         for bytes in [&noise[..], b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b""] {
             assert!(matches!(decode(bytes), Err(ClipError::NotGif)));
         }
-        assert!(matches!(decode(&encode(4, 4, &[])), Err(ClipError::NoFrames)));
+        assert!(matches!(
+            decode(&encode(4, 4, &[])),
+            Err(ClipError::NoFrames)
+        ));
         // A flipped byte anywhere gives an error or a clip, never a panic.
         for i in (0..clip.len()).step_by(7) {
             let mut bad = clip.clone();
@@ -396,12 +494,24 @@ mod tests {
         assert!(d.frames[..4096].iter().all(|&v| v == 255));
         // Transparent pixels keep the white below; red has luma 76.
         assert_eq!(
-            [px(1, 10, 10), px(1, 11, 13), px(1, 12, 10), px(1, 13, 13), px(1, 14, 10)],
+            [
+                px(1, 10, 10),
+                px(1, 11, 13),
+                px(1, 12, 10),
+                px(1, 13, 13),
+                px(1, 14, 10)
+            ],
             [255, 255, 76, 76, 255]
         );
         // Background disposal cleared frame 1's whole rectangle to transparent (0); blue is 29.
         assert_eq!(
-            [px(2, 10, 10), px(2, 13, 13), px(2, 30, 30), px(2, 31, 31), px(2, 32, 32)],
+            [
+                px(2, 10, 10),
+                px(2, 13, 13),
+                px(2, 30, 30),
+                px(2, 31, 31),
+                px(2, 32, 32)
+            ],
             [0, 0, 29, 29, 255]
         );
         // Previous disposal removed the blue square; the transparent frame changed nothing.
@@ -413,7 +523,12 @@ mod tests {
     fn downsamples_by_area_and_upscales_by_nearest() {
         // 128x32: columns 0..65 white, the rest transparent; box filter in x, nearest in y.
         let px: Vec<u8> = (0..128 * 32).map(|i| u8::from(i % 128 < 65)).collect();
-        let d = decode(&encode(128, 32, &[(0, 0, 128, 32, px, DisposalMethod::Keep)])).unwrap();
+        let d = decode(&encode(
+            128,
+            32,
+            &[(0, 0, 128, 32, px, DisposalMethod::Keep)],
+        ))
+        .unwrap();
         assert_eq!(d.frames[..34], [[255; 32].as_slice(), &[128, 0]].concat());
         assert_eq!(d.frames[..64], d.frames[63 * 64..]);
     }
@@ -427,8 +542,20 @@ mod tests {
         store.put(&sha, clip.clone()).await.unwrap();
         store.put(&sha, clip.clone()).await.unwrap();
         assert_eq!(store.get(&sha).await.unwrap(), clip);
-        assert!(dir.path().join("clips").join(&sha[..2]).join(format!("{sha}.gif")).is_file());
-        assert!(store.put(&sha256_hex(b"other"), clip.clone()).await.is_err(), "wrong address");
+        assert!(
+            dir.path()
+                .join("clips")
+                .join(&sha[..2])
+                .join(format!("{sha}.gif"))
+                .is_file()
+        );
+        assert!(
+            store
+                .put(&sha256_hex(b"other"), clip.clone())
+                .await
+                .is_err(),
+            "wrong address"
+        );
         assert!(store.get("../etc/passwd").await.is_err());
         assert!(store.get(&sha256_hex(b"missing")).await.is_err());
     }

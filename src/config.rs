@@ -26,7 +26,12 @@ pub struct GlobalOpts {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Where Backflip keeps its embedded database and clip files.
-    #[arg(long, env = "BACKFLIP_DATA_DIR", default_value = "backflip-data", global = true)]
+    #[arg(
+        long,
+        env = "BACKFLIP_DATA_DIR",
+        default_value = "backflip-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Maximum number of PostgreSQL connections in the pool.
     #[arg(long, env = "BACKFLIP_DB_POOL", default_value_t = 16, global = true)]
@@ -37,7 +42,10 @@ impl fmt::Debug for GlobalOpts {
     // The URL may carry a password: never print it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GlobalOpts")
-            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("data_dir", &self.data_dir)
             .field("db_pool", &self.db_pool)
             .finish()

@@ -38,7 +38,11 @@ pub async fn seed(pool: &PgPool, store: &ClipStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn project(pool: &PgPool, lead: &User, settings: ProjectSettings) -> Result<projects::Access> {
+async fn project(
+    pool: &PgPool,
+    lead: &User,
+    settings: ProjectSettings,
+) -> Result<projects::Access> {
     let slug = settings.slug.clone();
     match projects::create(pool, lead, settings).await {
         Ok(_) | Err(Error::Conflict { .. }) => {}
@@ -64,9 +68,17 @@ async fn text_project(pool: &PgPool, lead: &User) -> anyhow::Result<()> {
     let mut body = String::new();
     for i in 0..40u32 {
         let (x, y) = (7 + i * 13 % 50, 3 + i * 29 % 40);
-        let right = format!("{x} + {y} = {}.\n\nAdd the tens, then the ones: the total is {}.", x + y, x + y);
+        let right = format!(
+            "{x} + {y} = {}.\n\nAdd the tens, then the ones: the total is {}.",
+            x + y,
+            x + y
+        );
         let wrong = format!("{x} + {y} = {}.", x + y + 1 + i % 3);
-        let (a, b) = if i % 2 == 0 { (right, wrong) } else { (wrong, right) };
+        let (a, b) = if i % 2 == 0 {
+            (right, wrong)
+        } else {
+            (wrong, right)
+        };
         let line = serde_json::json!({
             "id": format!("sum-{i}"),
             "prompt": format!("What is {x} + {y}? Explain briefly."),
@@ -91,7 +103,10 @@ async fn clip_project(pool: &PgPool, store: &ClipStore, lead: &User) -> anyhow::
     let mut body = String::new();
     for i in 0..20u64 {
         let mut names = Vec::new();
-        for (side, skill) in [("a", (i % 5) as f32 / 4.0), ("b", ((i + 2) % 5) as f32 / 4.0)] {
+        for (side, skill) in [
+            ("a", (i % 5) as f32 / 4.0),
+            ("b", ((i + 2) % 5) as f32 / 4.0),
+        ] {
             let name = format!("demo-{i}-{side}.gif");
             let gif = clips::demo_clip(i * 2 + u64::from(side == "b"), skill);
             import::ingest_clip(pool, store, &access, &name, gif.into(), &limits).await?;

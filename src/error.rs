@@ -85,8 +85,12 @@ impl From<sqlx::Error> for Error {
 
 /// Turn a unique-key violation on a named constraint into a clear 409 at the call site.
 pub trait ResultExt<T> {
-    fn on_unique(self, constraint: &str, code: &'static str, message: impl Into<String>)
-    -> Result<T>;
+    fn on_unique(
+        self,
+        constraint: &str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Result<T>;
 }
 
 impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {

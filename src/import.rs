@@ -67,6 +67,7 @@ pub fn valid_clip_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+#[derive(Debug)]
 struct Parsed {
     line: usize,
     pair: PairLine,
@@ -81,7 +82,10 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
         let line = i + 1;
         let mut err = |message: String| errors.push(LineError { line, message });
         if raw.len() > MAX_LINE_BYTES {
-            err(format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", raw.len()));
+            err(format!(
+                "line is {} bytes; the limit is {MAX_LINE_BYTES}",
+                raw.len()
+            ));
             continue;
         }
         let Ok(text) = std::str::from_utf8(raw) else {
@@ -114,14 +118,16 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
                 }
                 (Some(t), None) if media_kind != "text" => {
                     let _ = t;
-                    problems.push(format!("{side}: this is a GIF project; rollouts need \"clip\""))
+                    problems.push(format!(
+                        "{side}: this is a GIF project; rollouts need \"clip\""
+                    ))
                 }
                 (Some(t), None) if t.trim().is_empty() => {
                     problems.push(format!("{side}: text is empty"))
                 }
-                (None, Some(_)) if media_kind != "gif" => {
-                    problems.push(format!("{side}: this is a text project; rollouts need \"text\""))
-                }
+                (None, Some(_)) if media_kind != "gif" => problems.push(format!(
+                    "{side}: this is a text project; rollouts need \"text\""
+                )),
                 (None, Some(c)) if !valid_clip_name(c) => problems.push(format!(
                     "{side}: clip name {c:?} must be a plain file name (letters, digits, _ . -)"
                 )),
@@ -134,7 +140,11 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
             err(problems.join("; "));
         }
     }
-    if errors.is_empty() { Ok(pairs) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(pairs)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The clip names a JSONL body refers to (for the CLI's `--clips DIR`). Lines
@@ -184,7 +194,10 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
                 .collect();
             (!absent.is_empty()).then(|| LineError {
                 line: p.line,
-                message: format!("clip(s) not uploaded to this project: {}", absent.join(", ")),
+                message: format!(
+                    "clip(s) not uploaded to this project: {}",
+                    absent.join(", ")
+                ),
             })
         })
         .collect();
@@ -226,7 +239,9 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
         c_prompt.push(p.prompt.clone());
         c_a.push(r.push(&p.a, &known));
         c_b.push(r.push(&p.b, &known));
-        c_meta.push(serde_json::Value::Object(p.meta.clone().unwrap_or_default()));
+        c_meta.push(serde_json::Value::Object(
+            p.meta.clone().unwrap_or_default(),
+        ));
     }
     sqlx::query(
         "insert into rollouts (id, project_id, body, clip_sha256, clip_name, policy, meta)
@@ -286,11 +301,13 @@ impl RolloutColumns {
         let id = Uuid::new_v4();
         self.id.push(id);
         self.body.push(r.text.clone());
-        self.clip.push(r.clip.as_ref().and_then(|c| known.get(c).cloned()));
+        self.clip
+            .push(r.clip.as_ref().and_then(|c| known.get(c).cloned()));
         self.name.push(r.clip.clone());
         self.policy.push(r.policy.clone());
-        self.meta
-            .push(serde_json::Value::Object(r.meta.clone().unwrap_or_default()));
+        self.meta.push(serde_json::Value::Object(
+            r.meta.clone().unwrap_or_default(),
+        ));
         id
     }
 }
@@ -383,13 +400,18 @@ mod tests {
     #[test]
     fn every_bad_line_is_reported_with_its_number() {
         let body = concat!(
-            r#"{"prompt": "p", "a": {"text": "x"}, "b": {"text": "y"}}"#, "\n",
+            r#"{"prompt": "p", "a": {"text": "x"}, "b": {"text": "y"}}"#,
             "\n",
-            r#"{"prompt": "p", "a": {"text": "x"}}"#, "\n",
+            "\n",
+            r#"{"prompt": "p", "a": {"text": "x"}}"#,
+            "\n",
             "not json\n",
-            r#"{"id": "1", "prompt": "p", "a": {"text": "x"}, "b": {"clip": "c.gif"}}"#, "\n",
-            r#"{"id": "2", "prompt": "p", "a": {"text": "x", "clip": "c.gif"}, "b": {"text": "y"}}"#, "\n",
-            r#"{"id": "2", "prompt": "p", "a": {"text": "x"}, "b": {"text": "y"}, "extra": 1}"#, "\n",
+            r#"{"id": "1", "prompt": "p", "a": {"text": "x"}, "b": {"clip": "c.gif"}}"#,
+            "\n",
+            r#"{"id": "2", "prompt": "p", "a": {"text": "x", "clip": "c.gif"}, "b": {"text": "y"}}"#,
+            "\n",
+            r#"{"id": "2", "prompt": "p", "a": {"text": "x"}, "b": {"text": "y"}, "extra": 1}"#,
+            "\n",
         );
         let mut bytes = body.as_bytes().to_vec();
         bytes.extend_from_slice(b"{\"prompt\": \"\xff\"}\n");
@@ -407,13 +429,26 @@ mod tests {
     fn duplicate_ids_in_one_file_are_refused() {
         let line = r#"{"id": "x", "prompt": "p", "a": {"text": "x"}, "b": {"text": "y"}}"#;
         let errors = parse(format!("{line}\n{line}\n").as_bytes(), "text").unwrap_err();
-        assert_eq!(errors, [LineError { line: 2, message: "id \"x\" appears more than once in this file".into() }]);
+        assert_eq!(
+            errors,
+            [LineError {
+                line: 2,
+                message: "id \"x\" appears more than once in this file".into()
+            }]
+        );
     }
 
     #[test]
     fn clip_names_cannot_escape() {
         assert!(valid_clip_name("run-1_a.gif"));
-        for bad in ["../etc/passwd", "a/b.gif", ".hidden", "", "a b.gif", "c:\\x.gif"] {
+        for bad in [
+            "../etc/passwd",
+            "a/b.gif",
+            ".hidden",
+            "",
+            "a b.gif",
+            "c:\\x.gif",
+        ] {
             assert!(!valid_clip_name(bad), "{bad}");
         }
     }

@@ -91,6 +91,14 @@ fn is_retryable(e: &anyhow::Error) -> bool {
         .is_some_and(|c| c == "40P01" || c == "23505" || c == "40001")
 }
 
+/// The first open pair (by priority, then import order) the rater has not been given.
+const PICK_OPEN_PAIR: &str = "select c.id from comparisons c
+     where c.project_id = $1 and c.judged_count + c.leased_count < c.overlap
+       and not exists (select 1 from assignments a
+                       where a.comparison_id = c.id and a.rater_id = $2 and a.state <> 'expired')
+     order by c.priority desc, c.seq
+     limit 1";
+
 async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
     let mut tx = pool.begin().await?;
@@ -113,20 +121,21 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
         return Ok(Some(pair));
     }
 
-    let picked: Option<Uuid> = sqlx::query_scalar(
-        "select c.id from comparisons c
-         where c.project_id = $1 and c.judged_count + c.leased_count < c.overlap
-           and not exists (select 1 from assignments a
-                           where a.comparison_id = c.id and a.rater_id = $2 and a.state <> 'expired')
-         order by c.priority desc, c.seq
-         limit 1
-         for update of c skip locked",
-    )
-    .bind(project.id)
-    .bind(rater.id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(comparison_id) = picked else {
+    // First skip pairs other raters are taking right now. If that finds
+    // nothing, the open pairs may all be locked by transactions that will
+    // leave slots free: wait for them rather than wrongly answer "nothing left".
+    let mut picked = None;
+    for lock in ["for update of c skip locked", "for update of c"] {
+        picked = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{PICK_OPEN_PAIR} {lock}")))
+            .bind(project.id)
+            .bind(rater.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if picked.is_some() {
+            break;
+        }
+    }
+    let Some(comparison_id): Option<Uuid> = picked else {
         tx.commit().await?;
         return Ok(None);
     };
@@ -161,17 +170,22 @@ async fn shown(
     expires_at: OffsetDateTime,
 ) -> Result<NextPair> {
     type Side = (Option<String>, Option<String>);
-    let (prompt, a_text, a_clip, b_text, b_clip): (String, Option<String>, Option<String>, Option<String>, Option<String>) =
-        sqlx::query_as(
-            "select c.prompt, ra.body, ra.clip_sha256, rb.body, rb.clip_sha256
+    let (prompt, a_text, a_clip, b_text, b_clip): (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "select c.prompt, ra.body, ra.clip_sha256, rb.body, rb.clip_sha256
              from comparisons c
              join rollouts ra on ra.id = c.rollout_a
              join rollouts rb on rb.id = c.rollout_b
              where c.id = $1",
-        )
-        .bind(comparison_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    )
+    .bind(comparison_id)
+    .fetch_one(&mut **tx)
+    .await?;
     let show = |(text, clip): Side| ShownRollout {
         text,
         clip_url: clip.map(|sha| format!("/api/v1/clips/{sha}")),
@@ -267,7 +281,16 @@ pub async fn submit(
     }
 
     let mut tx = pool.begin().await?;
-    type Row = (Uuid, String, bool, bool, Uuid, Vec<String>, Option<i32>, String);
+    type Row = (
+        Uuid,
+        String,
+        bool,
+        bool,
+        Uuid,
+        Vec<String>,
+        Option<i32>,
+        String,
+    );
     let row: Option<Row> = sqlx::query_as(
         "select a.rater_id, a.state, a.expires_at > now(), a.left_is_a, a.comparison_id,
                 p.options, p.strength_scale, p.rationale
@@ -318,20 +341,34 @@ pub async fn submit(
     .bind(&input.choice)
     .bind(left_is_a)
     .bind(input.strength)
-    .bind(input.rationale.as_deref().map(str::trim).filter(|r| !r.is_empty()))
+    .bind(
+        input
+            .rationale
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty()),
+    )
     .bind(input.content_flag)
-    .bind(input.flag_reason.as_deref().map(str::trim).filter(|r| !r.is_empty()))
+    .bind(
+        input
+            .flag_reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty()),
+    )
     .bind(input.duration_ms)
     .bind(idempotency_key)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| match e.as_database_error().and_then(|d| d.constraint()) {
-        Some("judgments_idempotency_idx") => Error::Conflict {
-            code: "idempotency_key_reused",
-            message: "this Idempotency-Key was already used for another assignment".into(),
+    .map_err(
+        |e| match e.as_database_error().and_then(|d| d.constraint()) {
+            Some("judgments_idempotency_idx") => Error::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was already used for another assignment".into(),
+            },
+            _ => e.into(),
         },
-        _ => e.into(),
-    })?;
+    )?;
     sqlx::query("update assignments set state = 'judged', judged_at = now() where id = $1")
         .bind(assignment_id)
         .execute(&mut *tx)
@@ -371,8 +408,13 @@ async fn replay(
     }
 }
 
-fn validate(input: &JudgmentInput, options: &[String], scale: Option<i32>, rationale: &str) -> Result<()> {
-    if !options.iter().any(|o| *o == input.choice) {
+fn validate(
+    input: &JudgmentInput,
+    options: &[String],
+    scale: Option<i32>,
+    rationale: &str,
+) -> Result<()> {
+    if !options.contains(&input.choice) {
         return Err(Error::invalid(format!(
             "choice must be one of {}",
             options.join(", ")
@@ -381,19 +423,25 @@ fn validate(input: &JudgmentInput, options: &[String], scale: Option<i32>, ratio
     match (input.strength, scale) {
         (Some(_), None) => return Err(Error::invalid("this project has no strength scale")),
         (Some(s), Some(max)) if !(1..=max).contains(&s) => {
-            return Err(Error::invalid(format!("strength must be between 1 and {max}")));
+            return Err(Error::invalid(format!(
+                "strength must be between 1 and {max}"
+            )));
         }
         _ => {}
     }
     let text = input.rationale.as_deref().map(str::trim).unwrap_or("");
     if rationale == "required" && text.is_empty() {
-        return Err(Error::invalid("this project asks for a rationale with every judgment"));
+        return Err(Error::invalid(
+            "this project asks for a rationale with every judgment",
+        ));
     }
     if rationale == "off" && !text.is_empty() {
         return Err(Error::invalid("this project does not take rationales"));
     }
     if text.len() > MAX_TEXT || input.flag_reason.as_deref().unwrap_or("").len() > MAX_TEXT {
-        return Err(Error::invalid(format!("rationale and flag reason: at most {MAX_TEXT} bytes")));
+        return Err(Error::invalid(format!(
+            "rationale and flag reason: at most {MAX_TEXT} bytes"
+        )));
     }
     if input.duration_ms.is_some_and(|d| d < 0) {
         return Err(Error::invalid("duration_ms cannot be negative"));

@@ -3,8 +3,6 @@
 
 /// Who may do what: password hashing, API tokens, sessions, role checks.
 pub mod auth;
-/// The one error type of the domain code and the API, with stable codes.
-pub mod error;
 /// GIF clip validation, decoding to training frames, content-addressed storage.
 pub mod clips;
 /// Command line and environment configuration.
@@ -13,6 +11,8 @@ pub mod config;
 pub mod db;
 /// The demo projects: text pairs and generated GIF clips.
 pub mod demo;
+/// The one error type of the domain code and the API, with stable codes.
+pub mod error;
 /// HTTP: the JSON API, the lead pages, health checks.
 pub mod http;
 /// JSONL import of pairs, shared by the API and the CLI.

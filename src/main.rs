@@ -81,7 +81,9 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
     let db = Database::open(global).await?;
     let clips = clip_store(global)?;
     if with_demo {
-        demo::seed(&db.pool, &clips).await.context("creating the demo projects")?;
+        demo::seed(&db.pool, &clips)
+            .await
+            .context("creating the demo projects")?;
     }
     let listener = tokio::net::TcpListener::bind(opts.bind)
         .await
@@ -107,7 +109,9 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        eprintln!("Projects: http://{addr}/projects/demo-text and http://{addr}/projects/demo-clips");
+        eprintln!(
+            "Projects: http://{addr}/projects/demo-text and http://{addr}/projects/demo-clips"
+        );
     }
     let result = http::serve(listener, state, http::shutdown_signal()).await;
     db.close().await;
@@ -115,8 +119,8 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
 }
 
 async fn import_file(global: &GlobalOpts, opts: ImportOpts) -> anyhow::Result<()> {
-    let body = std::fs::read(&opts.file)
-        .with_context(|| format!("reading {}", opts.file.display()))?;
+    let body =
+        std::fs::read(&opts.file).with_context(|| format!("reading {}", opts.file.display()))?;
     let db = Database::open(global).await?;
     let result = async {
         let project = projects::by_slug(&db.pool, &opts.project).await?;

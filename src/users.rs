@@ -68,7 +68,11 @@ pub async fn create(
     .bind(hash)
     .fetch_one(&mut *tx)
     .await
-    .on_unique("users_name_key", "name_taken", format!("the name {name:?} is taken"))?;
+    .on_unique(
+        "users_name_key",
+        "name_taken",
+        format!("the name {name:?} is taken"),
+    )?;
     let token = auth::create_token(&mut tx, id, "created with the user").await?;
     tx.commit().await?;
     Ok(CreatedUser {

@@ -26,8 +26,8 @@ impl Database {
             Some(url) => (url.clone(), None),
             None => {
                 let dir = opts.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir))
-                    .await??;
+                let pg =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir)).await??;
                 ensure_database(&pg.url("postgres"), EMBEDDED_DATABASE).await?;
                 (pg.url(EMBEDDED_DATABASE), Some(pg))
             }
@@ -107,7 +107,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -38,11 +38,23 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", post(create_user))
         .route("/api/v1/projects", get(list_projects).post(create_project))
-        .route("/api/v1/projects/{slug}", get(get_project).put(update_project))
-        .route("/api/v1/projects/{slug}/members", get(list_members).post(add_member))
+        .route(
+            "/api/v1/projects/{slug}",
+            get(get_project).put(update_project),
+        )
+        .route(
+            "/api/v1/projects/{slug}/members",
+            get(list_members).post(add_member),
+        )
         .route("/api/v1/projects/{slug}/invites", post(create_invite))
-        .route("/api/v1/projects/{slug}/clips", post(upload_clips).layer(upload_limit))
-        .route("/api/v1/projects/{slug}/import", post(import_pairs).layer(upload_limit))
+        .route(
+            "/api/v1/projects/{slug}/clips",
+            post(upload_clips).layer(upload_limit),
+        )
+        .route(
+            "/api/v1/projects/{slug}/import",
+            post(import_pairs).layer(upload_limit),
+        )
         .route("/api/v1/projects/{slug}/next", get(next_pair))
         .route("/api/v1/projects/{slug}/stats", get(stats))
         .route("/api/v1/assignments/{id}/judgment", post(submit_judgment))
@@ -159,7 +171,9 @@ async fn get_project(
     ApiUser(user): ApiUser,
     Path(slug): Path<String>,
 ) -> Result<axum::Json<Project>> {
-    Ok(axum::Json(projects::access(&state.pool, &user, &slug).await?.project))
+    Ok(axum::Json(
+        projects::access(&state.pool, &user, &slug).await?.project,
+    ))
 }
 
 /// Change a project's settings (its leads). Slug and media kind stay as they are.
@@ -171,8 +185,12 @@ async fn update_project(
     Path(slug): Path<String>,
     Json(settings): Json<ProjectSettings>,
 ) -> Result<axum::Json<Project>> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
-    Ok(axum::Json(projects::update(&state.pool, &access, settings).await?))
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
+    Ok(axum::Json(
+        projects::update(&state.pool, &access, settings).await?,
+    ))
 }
 
 /// The project's members and how many judgments each gave (its leads).
@@ -182,8 +200,12 @@ async fn list_members(
     ApiUser(user): ApiUser,
     Path(slug): Path<String>,
 ) -> Result<axum::Json<Vec<Member>>> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
-    Ok(axum::Json(projects::members(&state.pool, access.project.id).await?))
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
+    Ok(axum::Json(
+        projects::members(&state.pool, access.project.id).await?,
+    ))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -203,7 +225,9 @@ async fn add_member(
     Path(slug): Path<String>,
     Json(member): Json<NewMember>,
 ) -> Result<(StatusCode, axum::Json<NewMember>)> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
     projects::add_member(&state.pool, &access, &member.user, member.role).await?;
     Ok((StatusCode::CREATED, axum::Json(member)))
 }
@@ -233,7 +257,9 @@ async fn create_invite(
     headers: HeaderMap,
     Json(new): Json<NewInvite>,
 ) -> Result<(StatusCode, axum::Json<Invite>)> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
     let role = new.role.unwrap_or(MemberRole::Annotator);
     let code = projects::create_invite(&state.pool, &access, role).await?;
     Ok((
@@ -268,7 +294,9 @@ async fn upload_clips(
     Path(slug): Path<String>,
     mut multipart: Multipart,
 ) -> Result<(StatusCode, axum::Json<Vec<ClipInfo>>)> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
     let mut stored = Vec::new();
     let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(e.body_text()),
@@ -310,9 +338,13 @@ async fn import_pairs(
     Path(slug): Path<String>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<ImportReport>> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
     let body = body.map_err(|e| Error::TooLarge(e.body_text()))?;
-    Ok(axum::Json(import::import(&state.pool, &access, &body).await?))
+    Ok(axum::Json(
+        import::import(&state.pool, &access, &body).await?,
+    ))
 }
 
 /// The next pair for the caller to judge: 200 with the pair, or 204 when nothing is left.
@@ -323,7 +355,9 @@ async fn next_pair(
     ApiUser(user): ApiUser,
     Path(slug): Path<String>,
 ) -> Result<Response> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_label()?;
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_label()?;
     Ok(match labeling::next(&state.pool, &access).await? {
         Some(pair) => axum::Json(pair).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -351,7 +385,11 @@ async fn submit_judgment(
         None => None,
     };
     let (judgment, created) = labeling::submit(&state.pool, &user, id, &input, key).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(judgment)))
 }
 
@@ -362,8 +400,12 @@ async fn stats(
     ApiUser(user): ApiUser,
     Path(slug): Path<String>,
 ) -> Result<axum::Json<Stats>> {
-    let access = projects::access(&state.pool, &user, &slug).await?.require_read()?;
-    Ok(axum::Json(projects::stats(&state.pool, access.project.id).await?))
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_read()?;
+    Ok(axum::Json(
+        projects::stats(&state.pool, access.project.id).await?,
+    ))
 }
 
 /// A clip's GIF bytes, for members of a project that uses it.
@@ -391,7 +433,10 @@ async fn get_clip(
         [
             (header::CONTENT_TYPE, "image/gif"),
             // Content-addressed: the bytes behind a URL never change.
-            (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable",
+            ),
         ],
         bytes,
     )

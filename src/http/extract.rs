@@ -29,7 +29,6 @@ pub struct Form<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct Path<T>(pub T);
 
-
 /// A cookie's value from the request.
 pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts
@@ -91,7 +90,9 @@ impl PageSession {
         if constant_eq(sent, &self.session.csrf) {
             Ok(())
         } else {
-            Err(Error::forbidden("the form expired or came from another site; reload and retry"))
+            Err(Error::forbidden(
+                "the form expired or came from another site; reload and retry",
+            ))
         }
     }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::{
     AppState,
     api::base_url,
-    extract::{Form, Path, PageSession, SESSION_COOKIE, constant_eq, cookie},
+    extract::{Form, PageSession, Path, SESSION_COOKIE, constant_eq, cookie},
 };
 use crate::{
     auth,
@@ -34,7 +34,10 @@ pub fn router() -> Router<AppState> {
         .route("/projects/new", get(new_project_form).post(new_project))
         .route("/projects/{slug}", get(overview))
         .route("/projects/{slug}/edit", get(edit_form).post(edit))
-        .route("/projects/{slug}/upload", post(upload).layer(DefaultBodyLimit::max(256 << 20)))
+        .route(
+            "/projects/{slug}/upload",
+            post(upload).layer(DefaultBodyLimit::max(256 << 20)),
+        )
         .route("/projects/{slug}/members", post(add_member))
         .route("/projects/{slug}/invites", post(invite))
         .route("/projects/{slug}/label", get(label_page).post(label))
@@ -152,7 +155,11 @@ struct LoginForm {
     csrf: String,
 }
 
-async fn login(State(state): State<AppState>, parts: Parts, Form(form): Form<LoginForm>) -> PageResult {
+async fn login(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<LoginForm>,
+) -> PageResult {
     let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
     if expected.is_empty() || !constant_eq(expected, &form.csrf) {
         return Err(Error::forbidden("the login form expired; reload it and try again").into());
@@ -170,14 +177,20 @@ async fn login(State(state): State<AppState>, parts: Parts, Form(form): Form<Log
 
 async fn start_session(state: &AppState, user_id: uuid::Uuid, to: &str) -> PageResult {
     let id = auth::create_session(&state.pool, user_id).await?;
-    let secure = if state.inner.secure_cookies() { "; Secure" } else { "" };
+    let secure = if state.inner.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         auth::SESSION_TTL.whole_seconds()
     );
     let mut res = Redirect::to(to).into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?);
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?,
+    );
     Ok(res)
 }
 
@@ -186,7 +199,11 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(state): State<AppState>, s: PageSession, Form(form): Form<CsrfForm>) -> PageResult {
+async fn logout(
+    State(state): State<AppState>,
+    s: PageSession,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
     s.check_csrf(&form.csrf)?;
     auth::delete_session(&state.pool, &s.id).await?;
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
@@ -282,7 +299,13 @@ async fn new_project_form(s: PageSession) -> ProjectFormPage {
     let mut f = SettingsForm::from_project(&placeholder_project());
     f.slug.clear();
     f.name.clear();
-    ProjectFormPage { user: c.user, csrf: c.csrf, editing: false, f, error: None }
+    ProjectFormPage {
+        user: c.user,
+        csrf: c.csrf,
+        editing: false,
+        f,
+        error: None,
+    }
 }
 
 /// Defaults for the new-project form, from the same defaults the API uses.
@@ -305,7 +328,11 @@ fn placeholder_project() -> Project {
     }
 }
 
-async fn new_project(State(state): State<AppState>, s: PageSession, Form(f): Form<SettingsForm>) -> PageResult {
+async fn new_project(
+    State(state): State<AppState>,
+    s: PageSession,
+    Form(f): Form<SettingsForm>,
+) -> PageResult {
     s.check_csrf(&f.csrf)?;
     let result = match f.settings() {
         Ok(settings) => projects::create(&state.pool, s.user(), settings).await,
@@ -315,15 +342,27 @@ async fn new_project(State(state): State<AppState>, s: PageSession, Form(f): For
         Ok(p) => Ok(Redirect::to(&format!("/projects/{}", p.slug)).into_response()),
         Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
             let c = chrome(&s);
-            let page = ProjectFormPage { user: c.user, csrf: c.csrf, editing: false, f, error: Some(e.to_string()) };
+            let page = ProjectFormPage {
+                user: c.user,
+                csrf: c.csrf,
+                editing: false,
+                f,
+                error: Some(e.to_string()),
+            };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn edit_form(State(state): State<AppState>, s: PageSession, Path(slug): Path<String>) -> PageResult<ProjectFormPage> {
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_manage()?;
+async fn edit_form(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+) -> PageResult<ProjectFormPage> {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_manage()?;
     let c = chrome(&s);
     Ok(ProjectFormPage {
         user: c.user,
@@ -341,7 +380,9 @@ async fn edit(
     Form(f): Form<SettingsForm>,
 ) -> PageResult {
     s.check_csrf(&f.csrf)?;
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_manage()?;
     let result = match f.settings() {
         Ok(settings) => projects::update(&state.pool, &access, settings).await,
         Err(e) => Err(e),
@@ -352,7 +393,13 @@ async fn edit(
             let c = chrome(&s);
             let mut f = f;
             f.slug = slug;
-            let page = ProjectFormPage { user: c.user, csrf: c.csrf, editing: true, f, error: Some(e.to_string()) };
+            let page = ProjectFormPage {
+                user: c.user,
+                csrf: c.csrf,
+                editing: true,
+                f,
+                error: Some(e.to_string()),
+            };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e.into()),
@@ -390,10 +437,11 @@ impl OverviewPage {
             true => projects::members(&state.pool, access.project.id).await?,
             false => vec![],
         };
-        let clips: i64 = sqlx::query_scalar("select count(*) from project_clips where project_id = $1")
-            .bind(access.project.id)
-            .fetch_one(&state.pool)
-            .await?;
+        let clips: i64 =
+            sqlx::query_scalar("select count(*) from project_clips where project_id = $1")
+                .bind(access.project.id)
+                .fetch_one(&state.pool)
+                .await?;
         let c = chrome(s);
         Ok(OverviewPage {
             user: c.user,
@@ -413,7 +461,11 @@ impl OverviewPage {
     }
 }
 
-async fn overview(State(state): State<AppState>, s: PageSession, Path(slug): Path<String>) -> PageResult<OverviewPage> {
+async fn overview(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+) -> PageResult<OverviewPage> {
     let access = projects::access(&state.pool, s.user(), &slug).await?;
     Ok(OverviewPage::load(&state, &s, access).await?)
 }
@@ -426,7 +478,9 @@ async fn upload(
     Path(slug): Path<String>,
     mut multipart: Multipart,
 ) -> PageResult {
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_manage()?;
     let bad = |e: axum::extract::multipart::MultipartError| Error::BadRequest {
         code: "bad_multipart",
         message: e.body_text(),
@@ -439,19 +493,35 @@ async fn upload(
         let file_name = field.file_name().map(str::to_owned);
         let bytes = field.bytes().await.map_err(bad)?;
         match (name.as_str(), file_name) {
-            ("csrf", _) => csrf_ok = s.check_csrf(std::str::from_utf8(&bytes).unwrap_or("")).is_ok(),
+            ("csrf", _) => {
+                csrf_ok = s
+                    .check_csrf(std::str::from_utf8(&bytes).unwrap_or(""))
+                    .is_ok()
+            }
             ("clips", Some(f)) if !f.is_empty() => clips.push((f, bytes)),
             ("pairs", Some(f)) if !f.is_empty() => pairs = Some(bytes),
             _ => {}
         }
     }
     if !csrf_ok {
-        return Err(Error::forbidden("the form expired or came from another site; reload and retry").into());
+        return Err(Error::forbidden(
+            "the form expired or came from another site; reload and retry",
+        )
+        .into());
     }
     let mut page = OverviewPage::load(&state, &s, access.clone()).await?;
     let mut stored = 0;
     for (name, bytes) in clips {
-        match import::ingest_clip(&state.pool, &state.clips, &access, &name, bytes, &state.inner.clip_limits).await {
+        match import::ingest_clip(
+            &state.pool,
+            &state.clips,
+            &access,
+            &name,
+            bytes,
+            &state.inner.clip_limits,
+        )
+        .await
+        {
             Ok(_) => stored += 1,
             Err(e @ Error::Invalid { .. }) => {
                 page.notice = Some(e.to_string());
@@ -496,7 +566,9 @@ async fn add_member(
     Form(f): Form<MemberForm>,
 ) -> PageResult {
     s.check_csrf(&f.csrf)?;
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_manage()?;
     let role = MemberRole::parse(&f.role).ok_or_else(|| Error::invalid("unknown role"))?;
     projects::add_member(&state.pool, &access, f.user.trim(), role).await?;
     Ok(Redirect::to(&format!("/projects/{slug}")).into_response())
@@ -516,7 +588,9 @@ async fn invite(
     Form(f): Form<InviteForm>,
 ) -> PageResult<OverviewPage> {
     s.check_csrf(&f.csrf)?;
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_manage()?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_manage()?;
     let role = MemberRole::parse(&f.role).ok_or_else(|| Error::invalid("unknown role"))?;
     let code = projects::create_invite(&state.pool, &access, role).await?;
     let mut page = OverviewPage::load(&state, &s, access).await?;
@@ -540,7 +614,13 @@ async fn invite_form(State(state): State<AppState>, Path(code): Path<String>) ->
     let project = projects::invite_project(&state.pool, &code).await?;
     let csrf = auth::new_secret();
     let cookie = format!("{LOGIN_CSRF_COOKIE}={csrf}; Path=/; HttpOnly; SameSite=Strict");
-    let page = InvitePage { user: None, csrf, project: project.name, code, error: None };
+    let page = InvitePage {
+        user: None,
+        csrf,
+        project: project.name,
+        code,
+        error: None,
+    };
     Ok(([(header::SET_COOKIE, cookie)], page).into_response())
 }
 
@@ -565,7 +645,13 @@ async fn accept_invite(
         Ok(user) => start_session(&state, user.id, "/").await,
         Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
             let project = projects::invite_project(&state.pool, &code).await?;
-            let page = InvitePage { user: None, csrf: f.csrf, project: project.name, code, error: Some(e.to_string()) };
+            let page = InvitePage {
+                user: None,
+                csrf: f.csrf,
+                project: project.name,
+                code,
+                error: Some(e.to_string()),
+            };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e.into()),
@@ -584,11 +670,23 @@ struct LabelPage {
     error: Option<String>,
 }
 
-async fn label_page(State(state): State<AppState>, s: PageSession, Path(slug): Path<String>) -> PageResult<LabelPage> {
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_label()?;
+async fn label_page(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+) -> PageResult<LabelPage> {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_label()?;
     let pair = labeling::next(&state.pool, &access).await?;
     let c = chrome(&s);
-    Ok(LabelPage { user: c.user, csrf: c.csrf, project: access.project, pair, error: None })
+    Ok(LabelPage {
+        user: c.user,
+        csrf: c.csrf,
+        project: access.project,
+        pair,
+        error: None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -609,7 +707,9 @@ async fn label(
     Form(f): Form<LabelForm>,
 ) -> PageResult {
     s.check_csrf(&f.csrf)?;
-    let access = projects::access(&state.pool, s.user(), &slug).await?.require_label()?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_label()?;
     let input = JudgmentInput {
         choice: f.choice,
         strength: f.strength.as_deref().and_then(|v| v.parse().ok()),
@@ -625,7 +725,13 @@ async fn label(
         Err(e @ (Error::Invalid { .. } | Error::Gone { .. } | Error::Conflict { .. })) => {
             let pair = labeling::next(&state.pool, &access).await?;
             let c = chrome(&s);
-            let page = LabelPage { user: c.user, csrf: c.csrf, project: access.project, pair, error: Some(e.to_string()) };
+            let page = LabelPage {
+                user: c.user,
+                csrf: c.csrf,
+                project: access.project,
+                pair,
+                error: Some(e.to_string()),
+            };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e.into()),

@@ -1,0 +1,588 @@
+//! The JSON API end to end: import → next → judgment → stats, and its errors.
+
+use axum::http::{Method, Request, StatusCode, header};
+use backflip::auth::Role;
+use serde_json::{Value, json};
+
+use crate::common::{app, text_pairs};
+
+#[tokio::test]
+async fn import_next_judgment_stats() {
+    let app = app().await;
+    let lead = app.project("flow", json!({"overlap": 2})).await;
+    app.import_text_pairs("flow", &lead, 3).await;
+    let r1 = app.annotator("flow", &lead, "r1").await;
+
+    let res = app.get("/api/v1/projects/flow/next", &r1).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let pair = res.json();
+    assert_eq!(pair["prompt"], "question 0");
+    let (left, right) = (
+        pair["left"]["text"].as_str().unwrap(),
+        pair["right"]["text"].as_str().unwrap(),
+    );
+    assert_eq!(
+        [left, right]
+            .iter()
+            .filter(|t| t.starts_with("answer A0") || t.starts_with("answer B0"))
+            .count(),
+        2
+    );
+    assert!(
+        pair["left"].get("policy").is_none(),
+        "policy must not reach raters"
+    );
+    let id = pair["assignment_id"].as_str().unwrap().to_owned();
+
+    let res = app
+        .post(
+            &format!("/api/v1/assignments/{id}/judgment"),
+            &r1,
+            json!({"choice": "left", "duration_ms": 1234}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let j = res.json();
+    // The canonical choice follows the side the rater saw.
+    let expected = if left == "answer A0" { "a" } else { "b" };
+    assert_eq!(j["choice"], expected);
+    assert_eq!(j["displayed_choice"], "left");
+    assert_eq!(j["left_is_a"], left == "answer A0");
+    let stored: (String, bool, Option<i32>) =
+        sqlx::query_as("select choice, left_is_a, duration_ms from judgments")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        (expected.to_owned(), left == "answer A0", Some(1234))
+    );
+
+    let stats = app.get("/api/v1/projects/flow/stats", &lead).await.json();
+    assert_eq!(stats["pairs"], 3);
+    assert_eq!(stats["judgments"], 1);
+    assert_eq!(stats["complete_pairs"], 0);
+    assert_eq!(
+        stats["judgments_per_rater"],
+        json!([{"rater": "r1", "judgments": 1}])
+    );
+
+    // A second rater completes pair 0 (overlap 2).
+    let r2 = app.annotator("flow", &lead, "r2").await;
+    let pair = app.get("/api/v1/projects/flow/next", &r2).await.json();
+    assert_eq!(pair["prompt"], "question 0");
+    let id = pair["assignment_id"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/api/v1/assignments/{id}/judgment"),
+            &r2,
+            json!({"choice": "tie"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    let stats = app.get("/api/v1/projects/flow/stats", &lead).await.json();
+    assert_eq!(stats["complete_pairs"], 1);
+    assert_eq!(stats["judgments"], 2);
+}
+
+/// Judge everything the rater is offered; returns how many they judged.
+async fn judge_all(app: &crate::common::TestApp, slug: &str, token: &str) -> usize {
+    let mut n = 0;
+    loop {
+        let res = app
+            .get(&format!("/api/v1/projects/{slug}/next"), token)
+            .await;
+        if res.status == StatusCode::NO_CONTENT {
+            return n;
+        }
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        let id = res.json()["assignment_id"].as_str().unwrap().to_owned();
+        let res = app
+            .post(
+                &format!("/api/v1/assignments/{id}/judgment"),
+                token,
+                json!({"choice": "right"}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        n += 1;
+    }
+}
+
+#[tokio::test]
+async fn nothing_left_is_204_and_a_rater_never_sees_a_pair_twice() {
+    let app = app().await;
+    let lead = app.project("done", json!({"overlap": 3})).await;
+    app.import_text_pairs("done", &lead, 4).await;
+    let r1 = app.annotator("done", &lead, "r1").await;
+    assert_eq!(judge_all(&app, "done", &r1).await, 4);
+    let res = app.get("/api/v1/projects/done/next", &r1).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    assert!(res.body.is_empty());
+    let dup = app
+        .count("select count(*) from (select 1 from judgments group by comparison_id, rater_id having count(*) > 1) d")
+        .await;
+    assert_eq!(dup, 0);
+}
+
+#[tokio::test]
+async fn idempotent_replay_returns_the_same_judgment() {
+    let app = app().await;
+    let lead = app.project("idem", json!({})).await;
+    app.import_text_pairs("idem", &lead, 2).await;
+    let r1 = app.annotator("idem", &lead, "r1").await;
+    let id = app.get("/api/v1/projects/idem/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = format!("/api/v1/assignments/{id}/judgment");
+    let submit = |key: &'static str| {
+        let req = Request::post(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {r1}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(json!({"choice": "left"}).to_string().into())
+            .unwrap();
+        app.send(req)
+    };
+    let first = submit("k-1").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = submit("k-1").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+    // Another key on a judged assignment is a conflict, not a second row.
+    let other = submit("k-2").await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(other.code(), "already_judged");
+    // The same key on another assignment is refused.
+    let id2 = app.get("/api/v1/projects/idem/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let req = Request::post(format!("/api/v1/assignments/{id2}/judgment"))
+        .header(header::AUTHORIZATION, format!("Bearer {r1}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "k-1")
+        .body(json!({"choice": "left"}).to_string().into())
+        .unwrap();
+    let res = app.send(req).await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert_eq!(res.code(), "idempotency_key_reused");
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+}
+
+#[tokio::test]
+async fn expired_leases_return_to_the_queue_and_cannot_be_judged() {
+    let app = app().await;
+    let lead = app.project("lease", json!({"overlap": 1})).await;
+    app.import_text_pairs("lease", &lead, 1).await;
+    let r1 = app.annotator("lease", &lead, "r1").await;
+    let r2 = app.annotator("lease", &lead, "r2").await;
+    let id = app.get("/api/v1/projects/lease/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The only pair is leased: nothing for r2.
+    assert_eq!(
+        app.get("/api/v1/projects/lease/next", &r2).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // Time passes (the lease ends).
+    sqlx::query("update assignments set expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let res = app
+        .post(
+            &format!("/api/v1/assignments/{id}/judgment"),
+            &r1,
+            json!({"choice": "left"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::GONE);
+    assert_eq!(res.code(), "lease_expired");
+    let res = app.get("/api/v1/projects/lease/next", &r2).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let (judged, leased): (i32, i32) =
+        sqlx::query_as("select judged_count, leased_count from comparisons")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((judged, leased), (0, 1));
+    assert_eq!(
+        app.count("select count(*) from assignments where state = 'expired'")
+            .await,
+        1
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 0);
+}
+
+#[tokio::test]
+async fn someone_elses_assignment_is_refused() {
+    let app = app().await;
+    let lead = app.project("mine", json!({})).await;
+    app.import_text_pairs("mine", &lead, 1).await;
+    let r1 = app.annotator("mine", &lead, "r1").await;
+    let r2 = app.annotator("mine", &lead, "r2").await;
+    let id = app.get("/api/v1/projects/mine/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .post(
+            &format!("/api/v1/assignments/{id}/judgment"),
+            &r2,
+            json!({"choice": "left"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert_eq!(res.code(), "forbidden");
+    let res = app
+        .post(
+            &format!("/api/v1/assignments/{}/judgment", uuid::Uuid::new_v4()),
+            &r1,
+            json!({"choice": "left"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    let res = app
+        .post(
+            "/api/v1/assignments/not-a-uuid/judgment",
+            &r1,
+            json!({"choice": "left"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(res.code(), "bad_path");
+    assert_eq!(app.count("select count(*) from judgments").await, 0);
+}
+
+#[tokio::test]
+async fn judgments_are_checked_against_the_project_settings() {
+    let app = app().await;
+    let lead = app
+        .project(
+            "strict",
+            json!({"options": ["left", "right"], "strength_scale": 3, "rationale": "required"}),
+        )
+        .await;
+    app.import_text_pairs("strict", &lead, 1).await;
+    let r1 = app.annotator("strict", &lead, "r1").await;
+    let id = app.get("/api/v1/projects/strict/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = format!("/api/v1/assignments/{id}/judgment");
+    for (body, needle) in [
+        (
+            json!({"choice": "tie", "rationale": "x"}),
+            "choice must be one of left, right",
+        ),
+        (
+            json!({"choice": "left", "strength": 4, "rationale": "x"}),
+            "strength must be between 1 and 3",
+        ),
+        (json!({"choice": "left", "rationale": "  "}), "rationale"),
+        (
+            json!({"choice": "left", "rationale": "x", "duration_ms": -5}),
+            "negative",
+        ),
+    ] {
+        let res = app.post(&uri, &r1, body.clone()).await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            res.json()["message"].as_str().unwrap().contains(needle),
+            "{}",
+            res.text()
+        );
+    }
+    // Bad JSON gets our error shape too.
+    let res = app.post(&uri, &r1, json!({"choise": "left"})).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.code(), "invalid_json");
+    let res = app
+        .send(
+            Request::post(&uri)
+                .header(header::AUTHORIZATION, format!("Bearer {r1}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{not json".into())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(res.code(), "bad_json");
+    assert_eq!(app.count("select count(*) from judgments").await, 0);
+    let res = app
+        .post(&uri, &r1, json!({"choice": "right", "strength": 2, "rationale": "clearer", "content_flag": true, "flag_reason": "gore"}))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let j = res.json();
+    assert_eq!(
+        (
+            j["strength"].clone(),
+            j["rationale"].clone(),
+            j["content_flag"].clone()
+        ),
+        (json!(2), json!("clearer"), json!(true))
+    );
+}
+
+#[tokio::test]
+async fn a_bad_import_changes_nothing_and_lists_every_bad_line() {
+    let app = app().await;
+    let lead = app.project("imp", json!({})).await;
+    let mut body = text_pairs("x", 3);
+    body.push_str("{\"prompt\": \"p\", \"a\": {\"text\": \"t\"}}\n");
+    body.push_str(&text_pairs("y", 1));
+    body.push_str("{\"prompt\": \"p\", \"a\": {\"clip\": \"c.gif\"}, \"b\": {\"text\": \"t\"}}\n");
+    let res = app
+        .post_raw("/api/v1/projects/imp/import", &lead, body)
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let err = res.json();
+    assert_eq!(err["code"], "invalid_import");
+    let lines: Vec<u64> = err["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [4, 6]);
+    assert_eq!(app.count("select count(*) from comparisons").await, 0);
+    assert_eq!(app.count("select count(*) from rollouts").await, 0);
+    // Non-UTF-8 is a line error, not a crash.
+    let res = app
+        .post_raw("/api/v1/projects/imp/import", &lead, b"\xff\xfe\n".to_vec())
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.json()["errors"][0]["line"], 1);
+    // Re-importing the same ids does not duplicate.
+    let good = text_pairs("x", 3);
+    let res = app
+        .post_raw("/api/v1/projects/imp/import", &lead, good.clone())
+        .await;
+    assert_eq!(
+        res.json(),
+        json!({"lines": 3, "imported": 3, "duplicates": 0})
+    );
+    let res = app
+        .post_raw(
+            "/api/v1/projects/imp/import",
+            &lead,
+            good + &text_pairs("z", 1),
+        )
+        .await;
+    assert_eq!(
+        res.json(),
+        json!({"lines": 4, "imported": 1, "duplicates": 3})
+    );
+    assert_eq!(app.count("select count(*) from comparisons").await, 4);
+    assert_eq!(app.count("select count(*) from rollouts").await, 8);
+    // The project's overlap is copied to its pairs.
+    assert_eq!(
+        app.count("select count(*) from comparisons where overlap = 3")
+            .await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn projects_are_validated_and_slugs_unique() {
+    let app = app().await;
+    let lead = app.user("lead", Role::Lead).await;
+    let res = app
+        .post(
+            "/api/v1/projects",
+            &lead,
+            json!({"slug": "Bad Slug", "name": "x"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.json()["message"].as_str().unwrap().contains("slug"));
+    let res = app
+        .post(
+            "/api/v1/projects",
+            &lead,
+            json!({"slug": "ok", "name": "x", "media_kind": "gif", "overlap": 5}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    let p = res.json();
+    assert_eq!(
+        (p["overlap"].clone(), p["media_kind"].clone()),
+        (json!(5), json!("gif"))
+    );
+    assert_eq!(p["options"], json!(["left", "right", "tie", "cant_tell"]));
+    let res = app
+        .post(
+            "/api/v1/projects",
+            &lead,
+            json!({"slug": "ok", "name": "again"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert_eq!(res.code(), "slug_taken");
+    let res = app
+        .call(
+            Method::PUT,
+            "/api/v1/projects/ok",
+            Some(&lead),
+            Some(json!({"slug": "ok", "name": "Renamed", "overlap": 2})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json()["name"], "Renamed");
+    assert_eq!(
+        res.json()["media_kind"],
+        "gif",
+        "media kind is fixed after creation"
+    );
+}
+
+#[tokio::test]
+async fn a_rater_holds_at_most_two_leases() {
+    let app = app().await;
+    let lead = app.project("cap", json!({})).await;
+    app.import_text_pairs("cap", &lead, 5).await;
+    let r1 = app.annotator("cap", &lead, "r1").await;
+    let a = app.get("/api/v1/projects/cap/next", &r1).await.json();
+    let b = app.get("/api/v1/projects/cap/next", &r1).await.json();
+    assert_ne!(
+        a["assignment_id"], b["assignment_id"],
+        "one pair ahead is allowed"
+    );
+    let c = app.get("/api/v1/projects/cap/next", &r1).await.json();
+    assert_eq!(
+        c["assignment_id"], a["assignment_id"],
+        "at the cap the oldest comes back"
+    );
+    assert_eq!(app.count("select count(*) from assignments").await, 2);
+}
+
+#[tokio::test]
+async fn judgments_are_append_only() {
+    let app = app().await;
+    let lead = app.project("ao", json!({})).await;
+    app.import_text_pairs("ao", &lead, 1).await;
+    let r1 = app.annotator("ao", &lead, "r1").await;
+    let id = app.get("/api/v1/projects/ao/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        &format!("/api/v1/assignments/{id}/judgment"),
+        &r1,
+        json!({"choice": "left"}),
+    )
+    .await;
+    assert!(
+        sqlx::query("update judgments set choice = 'b'")
+            .execute(&app.pool)
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("delete from judgments")
+            .execute(&app.pool)
+            .await
+            .is_err()
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+}
+
+#[tokio::test]
+async fn health_openapi_and_error_shape() {
+    let app = app().await;
+    let res = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let res = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let res = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let doc: Value = res.json();
+    for path in [
+        "/api/v1/projects",
+        "/api/v1/projects/{slug}/import",
+        "/api/v1/projects/{slug}/next",
+        "/api/v1/assignments/{id}/judgment",
+        "/api/v1/projects/{slug}/stats",
+        "/api/v1/projects/{slug}/members",
+        "/api/v1/projects/{slug}/clips",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let res = app.call(Method::GET, "/api/v1/projects", None, None).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.json(),
+        json!({"code": "unauthorized", "message": "authentication required"})
+    );
+    let res = app
+        .call(Method::GET, "/api/v1/projects", Some("wrong-token"), None)
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers["x-content-type-options"], "nosniff");
+    assert!(
+        res.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+}
+
+#[tokio::test]
+async fn readyz_reports_an_unreachable_database() {
+    let app = app().await;
+    app.pool.close().await;
+    let res = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn admins_create_users_and_tokens_are_stored_hashed() {
+    let app = app().await;
+    let admin = app.user("root", Role::Admin).await;
+    let res = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({"name": "newbie", "role": "annotator"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let token = res.json()["token"].as_str().unwrap().to_owned();
+    let me = app.get("/api/v1/me", &token).await.json();
+    assert_eq!(
+        (me["name"].clone(), me["role"].clone()),
+        (json!("newbie"), json!("annotator"))
+    );
+    let clear: i64 =
+        sqlx::query_scalar("select count(*) from api_tokens where encode(token_hash, 'hex') = $1")
+            .bind(&token)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(clear, 0, "the token itself is never stored");
+    let res = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({"name": "newbie", "role": "annotator"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    let res = app
+        .post(
+            "/api/v1/users",
+            &token,
+            json!({"name": "other", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+}

@@ -1,0 +1,274 @@
+//! Test harness: a fresh, migrated PostgreSQL database per test, on the server
+//! named by `DATABASE_URL`, or else on an embedded cluster under
+//! `target/test-pg` that is started once and left running for the next run.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use backflip::{
+    auth::Role,
+    clips::{ClipLimits, ClipStore},
+    db,
+    http::{AppState, Settings},
+    users,
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use tower::ServiceExt;
+
+/// An admin connection URL for the server tests use, and the embedded cluster if any.
+async fn server_url() -> &'static str {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return url;
+        }
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-pg");
+        let pg = tokio::task::spawn_blocking(move || {
+            let mut pg = backflip::db::embedded::EmbeddedPostgres::start(&dir)
+                .expect("no DATABASE_URL, and the embedded PostgreSQL did not start");
+            pg.keep_running();
+            pg
+        })
+        .await
+        .unwrap();
+        pg.url("postgres")
+    })
+    .await
+}
+
+/// Replace the database name in a URL (keeping any query string).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// A fresh migrated database; returns its pool and URL.
+pub async fn fresh_database() -> (PgPool, String) {
+    let admin_url = server_url().await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let admin = db::pool(admin_url, 2).await.unwrap();
+    static CLEANED: OnceLock<()> = OnceLock::new();
+    if CLEANED.set(()).is_ok() {
+        // Databases of earlier runs older than two hours (a crashed run leaves them).
+        let old: Vec<String> =
+            sqlx::query_scalar("select datname from pg_database where datname like 'bf_test_%'")
+                .fetch_all(&admin)
+                .await
+                .unwrap();
+        for name in old {
+            let ts: u64 = name
+                .split('_')
+                .nth(2)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            if ts + 7200 < now {
+                let drop = format!("drop database if exists {name} with (force)");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+            }
+        }
+    }
+    let name = format!("bf_test_{now}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = with_database(admin_url, &name);
+    let pool = db::pool(&url, 20).await.unwrap();
+    db::migrate(&pool).await.unwrap();
+    (pool, url)
+}
+
+pub struct TestApp {
+    pub pool: PgPool,
+    pub state: AppState,
+    router: Router,
+    /// Holds the clip store's folder until the test ends.
+    _dir: tempfile::TempDir,
+}
+
+pub async fn app() -> TestApp {
+    let (pool, _) = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState {
+        pool: pool.clone(),
+        clips: ClipStore::local(&dir.path().join("clips")).unwrap(),
+        inner: Arc::new(Settings {
+            clip_limits: ClipLimits::default(),
+            public_url: None,
+            max_import_bytes: 8 << 20,
+        }),
+    };
+    TestApp {
+        router: backflip::http::router(state.clone()),
+        pool,
+        state,
+        _dir: dir,
+    }
+}
+
+/// A response, its body parsed as JSON when it is JSON.
+pub struct Res {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Res {
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The error code of an API error body.
+    #[track_caller]
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+impl TestApp {
+    /// A new user with this role; returns their API token.
+    pub async fn user(&self, name: &str, role: Role) -> String {
+        users::create(&self.pool, name, role, Some("password123"))
+            .await
+            .unwrap()
+            .token
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Res {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Res {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An API call with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Res {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn get(&self, uri: &str, token: &str) -> Res {
+        self.call(Method::GET, uri, Some(token), None).await
+    }
+
+    pub async fn post(&self, uri: &str, token: &str, body: Value) -> Res {
+        self.call(Method::POST, uri, Some(token), Some(body)).await
+    }
+
+    /// POST a raw body (e.g. JSONL).
+    pub async fn post_raw(&self, uri: &str, token: &str, body: impl Into<Body>) -> Res {
+        let req = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body.into())
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// A text project created by a new lead; returns the lead's token.
+    pub async fn project(&self, slug: &str, settings: Value) -> String {
+        let lead = self.user(&format!("lead-{slug}"), Role::Lead).await;
+        let mut body = serde_json::json!({"slug": slug, "name": format!("Project {slug}")});
+        for (k, v) in settings.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let res = self.post("/api/v1/projects", &lead, body).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        lead
+    }
+
+    /// An annotator who is a member of the project; returns their token.
+    pub async fn annotator(&self, slug: &str, lead: &str, name: &str) -> String {
+        let token = self.user(name, Role::Annotator).await;
+        let res = self
+            .post(
+                &format!("/api/v1/projects/{slug}/members"),
+                lead,
+                serde_json::json!({"user": name, "role": "annotator"}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        token
+    }
+
+    /// Import `n` text pairs with ids `{prefix}{i}`.
+    pub async fn import_text_pairs(&self, slug: &str, lead: &str, n: usize) {
+        let res = self
+            .post_raw(
+                &format!("/api/v1/projects/{slug}/import"),
+                lead,
+                text_pairs("p", n),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        assert_eq!(res.json()["imported"], n);
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+/// JSONL of `n` text pairs.
+pub fn text_pairs(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("{prefix}{i}"),
+                "prompt": format!("question {i}"),
+                "a": {"text": format!("answer A{i}"), "policy": "pa"},
+                "b": {"text": format!("answer B{i}"), "policy": "pb"},
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the labeling spine, against a real PostgreSQL.
+//! One binary with modules, so it links once.
+
+mod common;
+
+mod api;
+mod cli;
+mod clips;
+mod concurrency;
+mod pages;
+mod roles;
