@@ -67,6 +67,18 @@ pub enum Command {
     ///
     /// A file with any bad line imports nothing: every bad line is reported with its number.
     Import(ImportOpts),
+    /// Measure: simulated raters over HTTP, next → judgment, with a PostgreSQL baseline.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Judgment throughput and latency against single-row inserts at the same concurrency.
+    ///
+    /// Works in a throwaway database `backflip_bench` on the configured server
+    /// (dropped afterwards; the role needs CREATEDB).
+    Submit(crate::bench::BenchOpts),
 }
 
 #[derive(Args, Debug, Clone)]

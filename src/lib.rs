@@ -3,6 +3,8 @@
 
 /// Who may do what: password hashing, API tokens, sessions, role checks.
 pub mod auth;
+/// `backflip bench`: load figures as ratios to a PostgreSQL baseline.
+pub mod bench;
 /// GIF clip validation, decoding to training frames, content-addressed storage.
 pub mod clips;
 /// Command line and environment configuration.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use backflip::{
     auth::User,
     clips::ClipStore,
-    config::{Cli, Command, GlobalOpts, ImportOpts, ServeOpts, UserCommand},
+    config::{BenchCommand, Cli, Command, GlobalOpts, ImportOpts, ServeOpts, UserCommand},
     db::Database,
     demo,
     error::Error,
@@ -62,6 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(opts) => import_file(&global, opts).await,
+        Command::Bench(BenchCommand::Submit(opts)) => bench_submit(&global, &opts).await,
     }
 }
 
@@ -159,5 +160,24 @@ async fn import_file(global: &GlobalOpts, opts: ImportOpts) -> anyhow::Result<()
             anyhow::bail!("{} bad line(s); nothing was imported", lines.len())
         }
         Err(e) => Err(user_error(e)),
+    }
+}
+
+async fn bench_submit(
+    global: &GlobalOpts,
+    opts: &backflip::bench::BenchOpts,
+) -> anyhow::Result<()> {
+    match &global.database_url {
+        Some(url) => backflip::bench::submit(url, opts).await,
+        None => {
+            let dir = global.data_dir.clone();
+            let mut pg = tokio::task::spawn_blocking(move || {
+                backflip::db::embedded::EmbeddedPostgres::start(&dir)
+            })
+            .await??;
+            let result = backflip::bench::submit(&pg.url("postgres"), opts).await;
+            tokio::task::spawn_blocking(move || pg.stop()).await??;
+            result
+        }
     }
 }

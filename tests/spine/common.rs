@@ -47,20 +47,6 @@ async fn server_url() -> &'static str {
     .await
 }
 
-/// Replace the database name in a URL (keeping any query string).
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
 /// A fresh migrated database; returns its pool and URL.
 pub async fn fresh_database() -> (PgPool, String) {
     let admin_url = server_url().await;
@@ -95,7 +81,7 @@ pub async fn fresh_database() -> (PgPool, String) {
         .await
         .unwrap();
     admin.close().await;
-    let url = with_database(admin_url, &name);
+    let url = backflip::bench::with_database(admin_url, &name);
     let pool = db::pool(&url, 20).await.unwrap();
     db::migrate(&pool).await.unwrap();
     (pool, url)

@@ -1,0 +1,315 @@
+//! `backflip bench submit`: simulated raters over real HTTP against an
+//! in-process server, each looping `next` → `judgment`, and in the same run a
+//! PostgreSQL baseline of single-row inserts at the same concurrency, so the
+//! figures come out as a ratio to what the database alone commits.
+//!
+//! It works in a throwaway database (`backflip_bench`) that it creates and drops.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use sqlx::PgPool;
+
+use crate::{
+    auth::{Role, User},
+    clips::{ClipLimits, ClipStore},
+    db, http, import, projects, users,
+};
+
+/// Settings of one benchmark run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchOpts {
+    /// Concurrency levels to sweep (simulated raters).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    pub raters: Vec<usize>,
+    /// Seconds each level runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Connections in the server's pool.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool: u32,
+}
+
+const BENCH_DB: &str = "backflip_bench";
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// Run the sweep against a fresh database on the server `admin_url` points at.
+pub async fn submit(admin_url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
+    let admin = db::pool(admin_url, 1).await?;
+    let drop = format!("drop database if exists {BENCH_DB} with (force)");
+    sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
+        .execute(&admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {BENCH_DB}")))
+        .execute(&admin)
+        .await
+        .context("creating the benchmark database (the role needs CREATEDB)")?;
+    let url = with_database(admin_url, BENCH_DB);
+    let result = run(&url, opts).await;
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await?;
+    result
+}
+
+async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
+    let pool = db::pool(url, opts.db_pool).await?;
+    db::migrate(&pool).await?;
+    let max_raters = opts.raters.iter().copied().max().unwrap_or(1);
+    let tokens = seed(&pool, max_raters).await?;
+
+    let dir = std::env::temp_dir().join(format!("backflip-bench-{}", std::process::id()));
+    let state = http::AppState {
+        pool: pool.clone(),
+        clips: ClipStore::local(&dir)?,
+        inner: Arc::new(http::Settings {
+            clip_limits: ClipLimits::default(),
+            public_url: None,
+            max_import_bytes: 1 << 20,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_raters)
+        .build_http();
+
+    println!(
+        "backflip bench submit: {}s per level, server pool {} connections, client and server in one process",
+        opts.seconds, opts.db_pool
+    );
+    println!(
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>13} {:>6}",
+        "raters",
+        "judgments/s",
+        "next p50/p95/p99",
+        "submit p50/p95/p99",
+        "both p50/p99 ms",
+        "errors",
+        "pg inserts/s",
+        "ratio"
+    );
+    let base = format!("http://{addr}/api/v1");
+    for &n in &opts.raters {
+        let r = level(&client, &base, &tokens[..n], opts.seconds).await;
+        let inserts = baseline(url, n, opts.seconds).await?;
+        let rate = r.judgments as f64 / r.elapsed;
+        println!(
+            "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>6.2}",
+            n,
+            rate,
+            triple(&mut r.next.clone()),
+            triple(&mut r.submit.clone()),
+            format!(
+                "{:.1}/{:.1}",
+                pct(&mut r.both.clone(), 0.5),
+                pct(&mut r.both.clone(), 0.99)
+            ),
+            r.errors,
+            inserts,
+            rate / inserts
+        );
+    }
+    let _ = stop.send(());
+    server.await??;
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// A lead, a project with plenty of pairs (overlap 1, so every judgment uses up a
+/// pair), and `raters` annotators; returns the annotators' tokens.
+async fn seed(pool: &PgPool, raters: usize) -> anyhow::Result<Vec<String>> {
+    let lead = users::create(pool, "bench-lead", Role::Lead, None).await?;
+    let lead = User {
+        id: lead.id,
+        name: lead.name,
+        role: Role::Lead,
+    };
+    let mut s = projects::ProjectSettings::new("bench", "Benchmark");
+    s.overlap = 1;
+    projects::create(pool, &lead, s).await?;
+    let access = projects::access(pool, &lead, "bench").await?;
+    for chunk in 0..20 {
+        let body: String = (0..5000)
+            .map(|i| {
+                let n = chunk * 5000 + i;
+                format!("{{\"prompt\": \"question {n}\", \"a\": {{\"text\": \"answer a {n}\"}}, \"b\": {{\"text\": \"answer b {n}\"}}}}\n")
+            })
+            .collect();
+        import::import(pool, &access, body.as_bytes()).await?;
+    }
+    let mut tokens = Vec::new();
+    for i in 0..raters {
+        let name = format!("bench-rater-{i}");
+        let u = users::create(pool, &name, Role::Annotator, None).await?;
+        projects::add_member(pool, &access, &name, projects::MemberRole::Annotator).await?;
+        tokens.push(u.token);
+    }
+    Ok(tokens)
+}
+
+#[derive(Default)]
+struct LevelResult {
+    judgments: usize,
+    errors: usize,
+    elapsed: f64,
+    next: Vec<f64>,
+    submit: Vec<f64>,
+    both: Vec<f64>,
+}
+
+async fn level(client: &HttpClient, base: &str, tokens: &[String], seconds: f64) -> LevelResult {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
+            tokio::spawn(async move { rater(&client, &base, &token, deadline).await })
+        })
+        .collect();
+    let mut total = LevelResult::default();
+    for t in tasks {
+        let r = t.await.expect("rater task");
+        total.judgments += r.judgments;
+        total.errors += r.errors;
+        total.next.extend(r.next);
+        total.submit.extend(r.submit);
+        total.both.extend(r.both);
+    }
+    total.elapsed = start.elapsed().as_secs_f64();
+    total
+}
+
+async fn rater(client: &HttpClient, base: &str, token: &str, deadline: Instant) -> LevelResult {
+    let mut r = LevelResult::default();
+    let auth = format!("Bearer {token}");
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        let req = Request::get(format!("{base}/projects/bench/next"))
+            .header("authorization", &auth)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, body) = send(client, req).await;
+        let t1 = Instant::now();
+        if status != StatusCode::OK {
+            r.errors += 1;
+            continue;
+        }
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["assignment_id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let req = Request::post(format!("{base}/assignments/{id}/judgment"))
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("bench-{id}"))
+            .body(Full::new(Bytes::from_static(
+                b"{\"choice\": \"left\", \"duration_ms\": 3000}",
+            )))
+            .unwrap();
+        let (status, _) = send(client, req).await;
+        let t2 = Instant::now();
+        if status != StatusCode::CREATED {
+            r.errors += 1;
+            continue;
+        }
+        r.judgments += 1;
+        r.next.push((t1 - t0).as_secs_f64() * 1e3);
+        r.submit.push((t2 - t1).as_secs_f64() * 1e3);
+        r.both.push((t2 - t0).as_secs_f64() * 1e3);
+    }
+    r
+}
+
+async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
+    match client.request(req).await {
+        Ok(res) => {
+            let status = res.status();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (status, body)
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
+    }
+}
+
+/// Single-row inserts at the same concurrency, one connection per client, each
+/// its own committed transaction: what PostgreSQL alone sustains here.
+async fn baseline(url: &str, clients: usize, seconds: f64) -> anyhow::Result<f64> {
+    let pool = db::pool(url, clients as u32).await?;
+    sqlx::query("create table if not exists bench_insert (id bigserial primary key, rater int, payload text, at timestamptz default now())")
+        .execute(&pool)
+        .await?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                while Instant::now() < deadline {
+                    if sqlx::query("insert into bench_insert (rater, payload) values ($1, 'left')")
+                        .bind(i as i32)
+                        .execute(&pool)
+                        .await
+                        .is_ok()
+                    {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn triple(v: &mut [f64]) -> String {
+    format!("{:.1}/{:.1}/{:.1}", pct(v, 0.5), pct(v, 0.95), pct(v, 0.99))
+}
+
+/// Replace the database name in a connection URL, keeping its query string.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
