@@ -71,6 +71,7 @@ async fn reap_expired(pool: &PgPool, project_id: Uuid) -> Result<()> {
 /// Assign the caller a pair of the project they have not judged, or None when
 /// nothing is left for them.
 pub async fn next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
+    crate::rater::gate(pool, access).await?;
     reap_expired(pool, access.project.id).await?;
     // Retry the rare races the database resolves by refusing one side: a
     // deadlock, or this rater's own concurrent request taking the same pair.
@@ -220,6 +221,12 @@ pub struct JudgmentInput {
     /// Time the rater took, measured by the client.
     #[serde(default)]
     pub duration_ms: Option<i32>,
+    /// For clips: how many times the rater restarted them.
+    #[serde(default)]
+    pub replays: Option<i32>,
+    /// For clips: whether the rater answered before they had played through once.
+    #[serde(default)]
+    pub answered_before_clip_end: Option<bool>,
 }
 
 /// A stored judgment.
@@ -239,12 +246,15 @@ pub struct Judgment {
     pub content_flag: bool,
     pub flag_reason: Option<String>,
     pub duration_ms: Option<i32>,
+    pub replays: Option<i32>,
+    pub answered_before_clip_end: Option<bool>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
 const JUDGMENT_COLUMNS: &str = "id, assignment_id, comparison_id, choice, displayed_choice, \
-     left_is_a, strength, rationale, content_flag, flag_reason, duration_ms, created_at";
+     left_is_a, strength, rationale, content_flag, flag_reason, duration_ms, replays, \
+     answered_before_clip_end, created_at";
 
 /// Map a displayed answer to canonical (a/b) terms.
 pub fn canonical(displayed: &str, left_is_a: bool) -> &'static str {
@@ -329,8 +339,8 @@ pub async fn submit(
     let judgment: Judgment = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
              displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
-             duration_ms, idempotency_key)
-         select $1, $2, a.project_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+             duration_ms, idempotency_key, replays, answered_before_clip_end)
+         select $1, $2, a.project_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
          from assignments a where a.id = $1
          returning {JUDGMENT_COLUMNS}"
     )))
@@ -358,6 +368,8 @@ pub async fn submit(
     )
     .bind(input.duration_ms)
     .bind(idempotency_key)
+    .bind(input.replays)
+    .bind(input.answered_before_clip_end)
     .fetch_one(&mut *tx)
     .await
     .map_err(
@@ -443,8 +455,8 @@ fn validate(
             "rationale and flag reason: at most {MAX_TEXT} bytes"
         )));
     }
-    if input.duration_ms.is_some_and(|d| d < 0) {
-        return Err(Error::invalid("duration_ms cannot be negative"));
+    if input.duration_ms.is_some_and(|d| d < 0) || input.replays.is_some_and(|r| r < 0) {
+        return Err(Error::invalid("duration_ms and replays cannot be negative"));
     }
     Ok(())
 }

@@ -23,5 +23,9 @@ pub mod import;
 pub mod labeling;
 /// Projects, their settings and members.
 pub mod projects;
+/// Rater quality: agreement statistics (kappas, alpha), Dawid–Skene reliability, tests.
+pub mod quality;
+/// The rater's side: content warnings, reports, session caps, progress.
+pub mod rater;
 /// Users and their credentials.
 pub mod users;

@@ -33,12 +33,17 @@ pub struct Project {
     pub content_warning: Option<String>,
     /// How long a rater holds an assigned pair before it returns to the queue.
     pub lease_seconds: i32,
+    /// Exposure limit: pairs per labeling session before a break (none: no limit).
+    pub session_cap_pairs: Option<i32>,
+    /// Exposure limit: minutes per labeling session before a break (none: no limit).
+    pub session_cap_minutes: Option<i32>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
 const PROJECT_COLUMNS: &str = "id, slug, name, instructions, media_kind, overlap, options, \
-     strength_scale, rationale, content_warning, lease_seconds, created_at";
+     strength_scale, rationale, content_warning, lease_seconds, session_cap_pairs, \
+     session_cap_minutes, created_at";
 
 /// Settings for a new project, or the new settings of an existing one.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -63,6 +68,10 @@ pub struct ProjectSettings {
     pub content_warning: Option<String>,
     #[serde(default = "default_lease")]
     pub lease_seconds: i32,
+    #[serde(default)]
+    pub session_cap_pairs: Option<i32>,
+    #[serde(default)]
+    pub session_cap_minutes: Option<i32>,
 }
 
 fn default_media() -> String {
@@ -148,6 +157,22 @@ impl ProjectSettings {
         }
         if !(10..=86400).contains(&self.lease_seconds) {
             return Err(Error::invalid("lease_seconds: between 10 and 86400"));
+        }
+        if self
+            .session_cap_pairs
+            .is_some_and(|n| !(1..=10000).contains(&n))
+        {
+            return Err(Error::invalid(
+                "session_cap_pairs: between 1 and 10000, or none",
+            ));
+        }
+        if self
+            .session_cap_minutes
+            .is_some_and(|n| !(1..=1440).contains(&n))
+        {
+            return Err(Error::invalid(
+                "session_cap_minutes: between 1 and 1440, or none",
+            ));
         }
         Ok(())
     }
@@ -268,8 +293,9 @@ pub async fn create(pool: &PgPool, creator: &User, mut s: ProjectSettings) -> Re
     let mut tx = pool.begin().await?;
     let project: Project = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into projects (slug, name, instructions, media_kind, overlap, options,
-             strength_scale, rationale, content_warning, lease_seconds, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             strength_scale, rationale, content_warning, lease_seconds, created_by,
+             session_cap_pairs, session_cap_minutes)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          returning {PROJECT_COLUMNS}"
     )))
     .bind(&s.slug)
@@ -283,6 +309,8 @@ pub async fn create(pool: &PgPool, creator: &User, mut s: ProjectSettings) -> Re
     .bind(&s.content_warning)
     .bind(s.lease_seconds)
     .bind(creator.id)
+    .bind(s.session_cap_pairs)
+    .bind(s.session_cap_minutes)
     .fetch_one(&mut *tx)
     .await
     .on_unique(
@@ -316,7 +344,8 @@ pub async fn update(pool: &PgPool, access: &Access, mut s: ProjectSettings) -> R
     let mut tx = pool.begin().await?;
     let project: Project = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update projects set name = $2, instructions = $3, overlap = $4, options = $5,
-             strength_scale = $6, rationale = $7, content_warning = $8, lease_seconds = $9
+             strength_scale = $6, rationale = $7, content_warning = $8, lease_seconds = $9,
+             session_cap_pairs = $10, session_cap_minutes = $11
          where id = $1 returning {PROJECT_COLUMNS}"
     )))
     .bind(access.project.id)
@@ -328,6 +357,8 @@ pub async fn update(pool: &PgPool, access: &Access, mut s: ProjectSettings) -> R
     .bind(&s.rationale)
     .bind(&s.content_warning)
     .bind(s.lease_seconds)
+    .bind(s.session_cap_pairs)
+    .bind(s.session_cap_minutes)
     .fetch_one(&mut *tx)
     .await?;
     audit(

@@ -28,6 +28,7 @@ use crate::{
     import::{self, ClipInfo, ImportReport},
     labeling::{self, Judgment, JudgmentInput, NextPair},
     projects::{self, Member, MemberRole, Project, ProjectSettings, ProjectSummary, Stats},
+    rater::{self, Progress, ReportInput},
     users::{self, CreatedUser},
 };
 
@@ -57,7 +58,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/api/v1/projects/{slug}/next", get(next_pair))
         .route("/api/v1/projects/{slug}/stats", get(stats))
+        .route("/api/v1/projects/{slug}/progress", get(progress))
+        .route("/api/v1/projects/{slug}/warning", post(accept_warning))
         .route("/api/v1/assignments/{id}/judgment", post(submit_judgment))
+        .route("/api/v1/assignments/{id}/report", post(report_content))
         .route("/api/v1/clips/{sha256}", get(get_clip))
 }
 
@@ -78,7 +82,7 @@ pub struct ErrorBody {
     paths(
         me, create_user, list_projects, create_project, get_project, update_project,
         list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
-        submit_judgment, stats, get_clip
+        submit_judgment, stats, get_clip, progress, accept_warning, report_content
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -441,4 +445,50 @@ async fn get_clip(
         bytes,
     )
         .into_response())
+}
+
+/// The caller's progress in a project: today, in total, streak, session, remaining.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/progress", responses((status = 200, body = Progress)))]
+async fn progress(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<Progress>> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_label()?;
+    Ok(axum::Json(rater::progress(&state.pool, &access).await?))
+}
+
+/// Accept the project's content warning (needed before the first pair when it has one).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/warning", responses((status = 204)))]
+async fn accept_warning(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<StatusCode> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_label()?;
+    rater::accept_warning(&state.pool, &access).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Reported {
+    pub id: Uuid,
+}
+
+/// Report a pair's content and skip it: it leaves the caller's queue, and the
+/// report is kept for the project's leads.
+#[utoipa::path(post, path = "/api/v1/assignments/{id}/report", request_body = ReportInput,
+    responses((status = 201, body = Reported), (status = 409, body = ErrorBody)))]
+async fn report_content(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<Uuid>,
+    Json(input): Json<ReportInput>,
+) -> Result<(StatusCode, axum::Json<Reported>)> {
+    let id = rater::report(&state.pool, &user, id, &input.reason).await?;
+    Ok((StatusCode::CREATED, axum::Json(Reported { id })))
 }

@@ -24,6 +24,7 @@ use crate::{
     import::{self, ImportReport},
     labeling::{self, JudgmentInput, NextPair},
     projects::{self, Access, Member, MemberRole, Project, ProjectSettings, ProjectSummary, Stats},
+    rater::{self, Progress},
 };
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +42,8 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{slug}/members", post(add_member))
         .route("/projects/{slug}/invites", post(invite))
         .route("/projects/{slug}/label", get(label_page).post(label))
+        .route("/projects/{slug}/warning", post(accept_warning))
+        .route("/projects/{slug}/report", post(report))
         .route("/invite/{code}", get(invite_form).post(accept_invite))
 }
 
@@ -245,6 +248,10 @@ struct SettingsForm {
     #[serde(default)]
     content_warning: String,
     lease_seconds: String,
+    #[serde(default)]
+    session_cap_pairs: String,
+    #[serde(default)]
+    session_cap_minutes: String,
 }
 
 impl SettingsForm {
@@ -262,6 +269,14 @@ impl SettingsForm {
             rationale: p.rationale.clone(),
             content_warning: p.content_warning.clone().unwrap_or_default(),
             lease_seconds: p.lease_seconds.to_string(),
+            session_cap_pairs: p
+                .session_cap_pairs
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            session_cap_minutes: p
+                .session_cap_minutes
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -283,10 +298,13 @@ impl SettingsForm {
         s.media_kind = self.media_kind.clone();
         s.overlap = int("overlap", &self.overlap)?;
         s.options = options;
-        s.strength_scale = match self.strength_scale.trim() {
-            "" => None,
-            v => Some(int("strength scale", v)?),
+        let optional = |field: &str, v: &str| match v.trim() {
+            "" => Ok(None),
+            v => int(field, v).map(Some),
         };
+        s.strength_scale = optional("strength scale", &self.strength_scale)?;
+        s.session_cap_pairs = optional("session cap (pairs)", &self.session_cap_pairs)?;
+        s.session_cap_minutes = optional("session cap (minutes)", &self.session_cap_minutes)?;
         s.rationale = self.rationale.clone();
         s.content_warning = Some(self.content_warning.clone());
         s.lease_seconds = int("lease seconds", &self.lease_seconds)?;
@@ -324,6 +342,8 @@ fn placeholder_project() -> Project {
         rationale: s.rationale,
         content_warning: s.content_warning,
         lease_seconds: s.lease_seconds,
+        session_cap_pairs: s.session_cap_pairs,
+        session_cap_minutes: s.session_cap_minutes,
         created_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
@@ -658,7 +678,7 @@ async fn accept_invite(
     }
 }
 
-// ---- a minimal labeling form (works without JavaScript) ----
+// ---- the labeling page (a plain form, enhanced by static/label.js) ----
 
 #[derive(Template, WebTemplate)]
 #[template(path = "label.html")]
@@ -666,8 +686,66 @@ struct LabelPage {
     user: Option<String>,
     csrf: String,
     project: Project,
+    instructions_html: String,
     pair: Option<NextPair>,
+    /// The pair as JSON, for the script (escaped into an attribute).
+    pair_json: String,
+    progress: Progress,
+    /// 1..=strength_scale, empty without a scale.
+    strength_levels: Vec<i32>,
+    warning: Option<String>,
+    break_message: Option<String>,
     error: Option<String>,
+}
+
+impl LabelPage {
+    /// The page with the rater's next pair, or the content warning, break or
+    /// "nothing left" screen in its place.
+    async fn load(
+        state: &AppState,
+        s: &PageSession,
+        access: Access,
+        error: Option<String>,
+    ) -> Result<Self, Error> {
+        let (mut warning, mut break_message) = (None, None);
+        let pair = match labeling::next(&state.pool, &access).await {
+            Ok(pair) => pair,
+            Err(Error::Conflict {
+                code: "content_warning",
+                ..
+            }) => {
+                warning = access.project.content_warning.clone();
+                None
+            }
+            Err(Error::Conflict {
+                code: "break_time",
+                message,
+            }) => {
+                break_message = Some(message);
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let progress = rater::progress(&state.pool, &access).await?;
+        let pair_json = match &pair {
+            Some(p) => serde_json::to_string(p).map_err(anyhow::Error::from)?,
+            None => String::new(),
+        };
+        let c = chrome(s);
+        Ok(LabelPage {
+            user: c.user,
+            csrf: c.csrf,
+            instructions_html: projects::render_markdown(&access.project.instructions),
+            strength_levels: (1..=access.project.strength_scale.unwrap_or(0)).collect(),
+            project: access.project,
+            pair,
+            pair_json,
+            progress,
+            warning,
+            break_message,
+            error,
+        })
+    }
 }
 
 async fn label_page(
@@ -678,15 +756,7 @@ async fn label_page(
     let access = projects::access(&state.pool, s.user(), &slug)
         .await?
         .require_label()?;
-    let pair = labeling::next(&state.pool, &access).await?;
-    let c = chrome(&s);
-    Ok(LabelPage {
-        user: c.user,
-        csrf: c.csrf,
-        project: access.project,
-        pair,
-        error: None,
-    })
+    Ok(LabelPage::load(&state, &s, access, None).await?)
 }
 
 #[derive(Deserialize)]
@@ -700,6 +770,7 @@ struct LabelForm {
     strength: Option<String>,
 }
 
+/// The form's answer (without JavaScript).
 async fn label(
     State(state): State<AppState>,
     s: PageSession,
@@ -717,23 +788,53 @@ async fn label(
         content_flag: false,
         flag_reason: None,
         duration_ms: None,
+        replays: None,
+        answered_before_clip_end: None,
     };
     // The assignment id doubles as the idempotency key: a resubmitted form stores nothing new.
     let key = format!("form-{}", f.assignment_id);
     match labeling::submit(&state.pool, s.user(), f.assignment_id, &input, Some(&key)).await {
         Ok(_) => Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response()),
         Err(e @ (Error::Invalid { .. } | Error::Gone { .. } | Error::Conflict { .. })) => {
-            let pair = labeling::next(&state.pool, &access).await?;
-            let c = chrome(&s);
-            let page = LabelPage {
-                user: c.user,
-                csrf: c.csrf,
-                project: access.project,
-                pair,
-                error: Some(e.to_string()),
-            };
+            let page = LabelPage::load(&state, &s, access, Some(e.to_string())).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn accept_warning(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    s.check_csrf(&f.csrf)?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_label()?;
+    rater::accept_warning(&state.pool, &access).await?;
+    Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReportForm {
+    csrf: String,
+    assignment_id: uuid::Uuid,
+    reason: String,
+}
+
+/// "Report and skip" without JavaScript.
+async fn report(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+    Form(f): Form<ReportForm>,
+) -> PageResult {
+    s.check_csrf(&f.csrf)?;
+    projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_label()?;
+    rater::report(&state.pool, s.user(), f.assignment_id, &f.reason).await?;
+    Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response())
 }

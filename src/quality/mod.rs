@@ -1,0 +1,3 @@
+//! Rater quality: agreement statistics, reliability and bias measures.
+
+pub mod stats;
