@@ -328,7 +328,13 @@ pub async fn submit(
             message: "this assignment has already been judged".into(),
         });
     }
-    if state == "expired" || !live {
+    if state == "reported" {
+        return Err(Error::Conflict {
+            code: "already_reported",
+            message: "this pair was reported and skipped".into(),
+        });
+    }
+    if state != "leased" || !live {
         return Err(Error::Gone {
             code: "lease_expired",
             message: "the lease on this pair expired; ask for the next pair".into(),

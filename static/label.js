@@ -217,14 +217,13 @@
       next = fetchNext();
       return advance();
     }
+    if ($("status").textContent.startsWith("Loading")) status("");
     if (got.pair) {
       show(got.pair);
-      status("");
       await saving;
       if (!failed) next = fetchNext();
     } else if (got.none) {
       showDone();
-      status("");
     } else if (got.error.code === "break_time" || got.error.code === "content_warning") {
       showBreak(got.error.message);
     } else {

@@ -4,8 +4,10 @@
 mod common;
 
 mod api;
+mod browser;
 mod cli;
 mod clips;
 mod concurrency;
 mod pages;
+mod rater;
 mod roles;
