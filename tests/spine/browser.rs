@@ -443,3 +443,43 @@ async fn a_failed_save_is_retried_with_the_same_key() {
     assert_eq!(app.count("select count(*) from judgments").await, 1);
     let _ = b.client.clone().close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_rationale_is_typed_and_sent_with_enter() {
+    let app = app().await;
+    let lead = app
+        .project("why", json!({"rationale": "required", "strength_scale": 3}))
+        .await;
+    app.import_text_pairs("why", &lead, 1).await;
+    rater(&app, "why", &lead).await;
+    let Some(b) = browser(&app).await else { return };
+    b.login("keyboard", "password123").await;
+    b.goto("/projects/why/label").await;
+    b.wait_new_pair("").await;
+    // The answer key asks for the reason first and puts the cursor in its box.
+    b.press(&[Key::Right.into()]).await;
+    b.until(
+        "the reason box focused",
+        "return document.activeElement.id === 'rationale'",
+    )
+    .await;
+    assert_eq!(app.count("select count(*) from judgments").await, 0);
+    b.type_text("clearer and correct").await;
+    b.press(&[Key::Enter.into()]).await;
+    b.until(
+        "the nothing-left screen",
+        "return !document.getElementById('done').hidden",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row: (String, Option<String>) =
+        sqlx::query_as("select displayed_choice, rationale from judgments")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        row,
+        ("right".to_owned(), Some("clearer and correct".to_owned()))
+    );
+    let _ = b.client.clone().close().await;
+}
