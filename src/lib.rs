@@ -19,6 +19,8 @@ pub mod error;
 pub mod http;
 /// JSONL import of pairs, shared by the API and the CLI.
 pub mod import;
+/// The PostgreSQL-backed job queue and worker pool.
+pub mod jobs;
 /// Assignment of pairs to raters and storage of their judgments.
 pub mod labeling;
 /// Projects, their settings and members.
