@@ -300,17 +300,18 @@ pub async fn submit(
         Vec<String>,
         Option<i32>,
         String,
+        Uuid,
     );
     let row: Option<Row> = sqlx::query_as(
         "select a.rater_id, a.state, a.expires_at > now(), a.left_is_a, a.comparison_id,
-                p.options, p.strength_scale, p.rationale
+                p.options, p.strength_scale, p.rationale, p.id
          from assignments a join projects p on p.id = a.project_id
          where a.id = $1 for update of a",
     )
     .bind(assignment_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (owner, state, live, left_is_a, comparison_id, options, scale, rationale_mode) =
+    let (owner, state, live, left_is_a, comparison_id, options, scale, rationale_mode, project_id) =
         row.ok_or(Error::NotFound("assignment"))?;
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
@@ -346,8 +347,7 @@ pub async fn submit(
         "insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
              displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
              duration_ms, idempotency_key, replays, answered_before_clip_end)
-         select $1, $2, a.project_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
-         from assignments a where a.id = $1
+         values ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          returning {JUDGMENT_COLUMNS}"
     )))
     .bind(assignment_id)
@@ -376,6 +376,7 @@ pub async fn submit(
     .bind(idempotency_key)
     .bind(input.replays)
     .bind(input.answered_before_clip_end)
+    .bind(project_id)
     .fetch_one(&mut *tx)
     .await
     .map_err(
@@ -398,6 +399,8 @@ pub async fn submit(
     .bind(comparison_id)
     .execute(&mut *tx)
     .await?;
+    // Retraining is queued in the same transaction as the judgment that calls for it.
+    crate::jobs::storage::enqueue_training_if_due(&mut tx, project_id).await?;
     // Durable before the client hears of it: commit waits for the WAL flush.
     tx.commit().await?;
     Ok((judgment, true))

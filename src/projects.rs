@@ -37,13 +37,15 @@ pub struct Project {
     pub session_cap_pairs: Option<i32>,
     /// Exposure limit: minutes per labeling session before a break (none: no limit).
     pub session_cap_minutes: Option<i32>,
+    /// Retrain the reward model after this many new judgments (0: only on demand).
+    pub train_every: i32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
 const PROJECT_COLUMNS: &str = "id, slug, name, instructions, media_kind, overlap, options, \
      strength_scale, rationale, content_warning, lease_seconds, session_cap_pairs, \
-     session_cap_minutes, created_at";
+     session_cap_minutes, train_every, created_at";
 
 /// Settings for a new project, or the new settings of an existing one.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -72,6 +74,12 @@ pub struct ProjectSettings {
     pub session_cap_pairs: Option<i32>,
     #[serde(default)]
     pub session_cap_minutes: Option<i32>,
+    #[serde(default = "default_train_every")]
+    pub train_every: i32,
+}
+
+fn default_train_every() -> i32 {
+    50
 }
 
 fn default_media() -> String {
@@ -294,8 +302,8 @@ pub async fn create(pool: &PgPool, creator: &User, mut s: ProjectSettings) -> Re
     let project: Project = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into projects (slug, name, instructions, media_kind, overlap, options,
              strength_scale, rationale, content_warning, lease_seconds, created_by,
-             session_cap_pairs, session_cap_minutes)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             session_cap_pairs, session_cap_minutes, train_every)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          returning {PROJECT_COLUMNS}"
     )))
     .bind(&s.slug)
@@ -311,6 +319,7 @@ pub async fn create(pool: &PgPool, creator: &User, mut s: ProjectSettings) -> Re
     .bind(creator.id)
     .bind(s.session_cap_pairs)
     .bind(s.session_cap_minutes)
+    .bind(s.train_every)
     .fetch_one(&mut *tx)
     .await
     .on_unique(
@@ -345,7 +354,7 @@ pub async fn update(pool: &PgPool, access: &Access, mut s: ProjectSettings) -> R
     let project: Project = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update projects set name = $2, instructions = $3, overlap = $4, options = $5,
              strength_scale = $6, rationale = $7, content_warning = $8, lease_seconds = $9,
-             session_cap_pairs = $10, session_cap_minutes = $11
+             session_cap_pairs = $10, session_cap_minutes = $11, train_every = $12
          where id = $1 returning {PROJECT_COLUMNS}"
     )))
     .bind(access.project.id)
@@ -359,6 +368,7 @@ pub async fn update(pool: &PgPool, access: &Access, mut s: ProjectSettings) -> R
     .bind(s.lease_seconds)
     .bind(s.session_cap_pairs)
     .bind(s.session_cap_minutes)
+    .bind(s.train_every)
     .fetch_one(&mut *tx)
     .await?;
     audit(

@@ -252,6 +252,8 @@ struct SettingsForm {
     session_cap_pairs: String,
     #[serde(default)]
     session_cap_minutes: String,
+    #[serde(default)]
+    train_every: String,
 }
 
 impl SettingsForm {
@@ -277,6 +279,7 @@ impl SettingsForm {
                 .session_cap_minutes
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
+            train_every: p.train_every.to_string(),
         }
     }
 
@@ -305,6 +308,9 @@ impl SettingsForm {
         s.strength_scale = optional("strength scale", &self.strength_scale)?;
         s.session_cap_pairs = optional("session cap (pairs)", &self.session_cap_pairs)?;
         s.session_cap_minutes = optional("session cap (minutes)", &self.session_cap_minutes)?;
+        if let Some(n) = optional("retrain every", &self.train_every)? {
+            s.train_every = n;
+        }
         s.rationale = self.rationale.clone();
         s.content_warning = Some(self.content_warning.clone());
         s.lease_seconds = int("lease seconds", &self.lease_seconds)?;
@@ -344,6 +350,7 @@ fn placeholder_project() -> Project {
         lease_seconds: s.lease_seconds,
         session_cap_pairs: s.session_cap_pairs,
         session_cap_minutes: s.session_cap_minutes,
+        train_every: s.train_every,
         created_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }

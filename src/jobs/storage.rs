@@ -176,3 +176,34 @@ pub async fn release(pool: &PgPool, id: i64, worker: &str) -> sqlx::Result<bool>
     .rows_affected();
     Ok(n == 1)
 }
+
+/// After a judgment: queue a training job when the project has `train_every`
+/// judgments newer than the data its last training job saw (the time it started;
+/// debounced like `enqueue`). One
+/// statement that reads at most `train_every` index entries, in the caller's
+/// transaction, and touches no shared row, so judgments do not queue on it.
+pub async fn enqueue_training_if_due(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+) -> sqlx::Result<bool> {
+    let n = sqlx::query(
+        "insert into jobs (kind, project_id, payload)
+         select 'train', p.id, '{\"reason\": \"new judgments\"}'
+         from projects p
+         where p.id = $1 and p.train_every > 0
+           and (select count(*) from (
+                    select 1 from judgments j
+                    where j.project_id = p.id
+                      and j.created_at > coalesce(
+                          (select max(coalesce(started_at, created_at)) from jobs
+                           where project_id = p.id and kind = 'train'),
+                          '-infinity')
+                    limit p.train_every) recent) >= p.train_every
+         on conflict (project_id, kind) where status = 'queued' do nothing",
+    )
+    .bind(project_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}

@@ -262,3 +262,60 @@ async fn notify_wakes_an_idle_worker_and_shutdown_hands_jobs_back() {
         "handed back, attempt not counted"
     );
 }
+
+#[tokio::test]
+async fn judgments_queue_retraining_every_n_debounced() {
+    let app = app().await;
+    let lead = app
+        .project("auto", json!({"train_every": 3, "overlap": 1}))
+        .await;
+    app.import_text_pairs("auto", &lead, 12).await;
+    let r1 = app.annotator("auto", &lead, "r1").await;
+    let judge = |n: usize| {
+        let (app, r1) = (&app, r1.clone());
+        async move {
+            for _ in 0..n {
+                let id = app.get("/api/v1/projects/auto/next", &r1).await.json()["assignment_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let res = app
+                    .post(
+                        &format!("/api/v1/assignments/{id}/judgment"),
+                        &r1,
+                        json!({"choice": "left"}),
+                    )
+                    .await;
+                assert_eq!(res.status, axum::http::StatusCode::CREATED);
+            }
+        }
+    };
+    judge(2).await;
+    assert_eq!(app.count("select count(*) from jobs").await, 0);
+    judge(1).await;
+    assert_eq!(
+        app.count("select count(*) from jobs where kind = 'train' and status = 'queued'")
+            .await,
+        1
+    );
+    judge(3).await;
+    assert_eq!(
+        app.count("select count(*) from jobs").await,
+        1,
+        "one queued job at most"
+    );
+    storage::claim(&app.pool, "w", 60.0).await.unwrap().unwrap();
+    judge(2).await;
+    assert_eq!(
+        app.count("select count(*) from jobs").await,
+        1,
+        "3 new judgments since the last job are needed"
+    );
+    judge(1).await;
+    assert_eq!(
+        app.count("select count(*) from jobs where status = 'queued'")
+            .await,
+        1
+    );
+    assert_eq!(app.count("select count(*) from jobs").await, 2);
+}
