@@ -75,6 +75,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
             public_url: None,
             max_import_bytes: 1 << 20,
         }),
+        models: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

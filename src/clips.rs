@@ -343,6 +343,36 @@ impl ClipStore {
     }
 }
 
+impl ClipStore {
+    /// Stores a reward model's weights under `models/<sha256>.bin` (content-addressed
+    /// like clips, so a version's weights can never change under it).
+    pub async fn put_model(&self, sha256: &str, bytes: Bytes) -> anyhow::Result<()> {
+        key(sha256)?;
+        anyhow::ensure!(
+            sha256_hex(&bytes) == sha256,
+            "model bytes do not hash to {sha256}"
+        );
+        let path = ObjPath::from(format!("models/{sha256}.bin"));
+        self.store
+            .put(&path, bytes.into())
+            .await
+            .with_context(|| format!("storing model {sha256}"))?;
+        Ok(())
+    }
+
+    /// Reads back the weights stored under `sha256`.
+    pub async fn get_model(&self, sha256: &str) -> anyhow::Result<Bytes> {
+        key(sha256)?;
+        let path = ObjPath::from(format!("models/{sha256}.bin"));
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .with_context(|| format!("reading model {sha256}"))?;
+        Ok(result.bytes().await?)
+    }
+}
+
 /// The object key for a clip; only lowercase hex digests are accepted, so keys cannot escape.
 fn key(sha256: &str) -> anyhow::Result<ObjPath> {
     let ok = sha256.len() == 64

@@ -67,6 +67,13 @@ pub enum Command {
     ///
     /// A file with any bad line imports nothing: every bad line is reported with its number.
     Import(ImportOpts),
+    /// Run background workers (reward-model training) until Ctrl-C or SIGTERM.
+    ///
+    /// Any number of worker processes, on any number of machines, share the queue
+    /// in PostgreSQL. A killed worker's job is taken over once its lease expires.
+    Worker(WorkerOpts),
+    /// Queue a reward-model training run for a project.
+    Train(TrainOpts),
     /// Measure: simulated raters over HTTP, next → judgment, with a PostgreSQL baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -91,9 +98,47 @@ pub struct ServeOpts {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub clips: ClipOpts,
+    /// Training workers to run inside the server (0: only separate `backflip worker` processes).
+    #[arg(long, env = "BACKFLIP_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub jobs: JobOpts,
     /// Largest accepted request body for imports, in bytes.
     #[arg(long, env = "BACKFLIP_MAX_IMPORT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_import_bytes: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct JobOpts {
+    /// Seconds a worker holds a job without a heartbeat; a dead worker's job is
+    /// taken over after this long.
+    #[arg(long, env = "BACKFLIP_JOB_LEASE_SECONDS", default_value_t = 60.0)]
+    pub job_lease_seconds: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerOpts {
+    /// Jobs this process runs at once (each training run uses one core).
+    #[arg(long, env = "BACKFLIP_WORKER_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub jobs: JobOpts,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainOpts {
+    /// Slug of the project whose reward model to train.
+    #[arg(long)]
+    pub project: String,
+    /// Wait for the run to finish and print its metrics (a worker must be running,
+    /// in `serve` or `worker`, unless --here).
+    #[arg(long)]
+    pub wait: bool,
+    /// Run the training in this process instead of waiting for a worker (implies --wait).
+    #[arg(long)]
+    pub here: bool,
+    #[command(flatten)]
+    pub jobs: JobOpts,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -23,11 +23,15 @@ pub mod import;
 pub mod jobs;
 /// Assignment of pairs to raters and storage of their judgments.
 pub mod labeling;
+/// Reward models with Burn: features, networks, ensembles, training, scoring.
+pub mod ml;
 /// Projects, their settings and members.
 pub mod projects;
 /// Rater quality: agreement statistics (kappas, alpha), Dawid–Skene reliability, tests.
 pub mod quality;
 /// The rater's side: content warnings, reports, session caps, progress.
 pub mod rater;
+/// The reward model in the service: training job, versions, scoring.
+pub mod reward;
 /// Users and their credentials.
 pub mod users;

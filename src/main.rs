@@ -7,12 +7,17 @@ use anyhow::Context;
 use backflip::{
     auth::User,
     clips::ClipStore,
-    config::{BenchCommand, Cli, Command, GlobalOpts, ImportOpts, ServeOpts, UserCommand},
+    config::{
+        BenchCommand, Cli, Command, GlobalOpts, ImportOpts, ServeOpts, TrainOpts, UserCommand,
+        WorkerOpts,
+    },
     db::Database,
     demo,
     error::Error,
     http::{self, AppState, Settings},
-    import, projects, users,
+    import,
+    jobs::{Runner, WorkerConfig, storage},
+    projects, reward, users,
 };
 use clap::Parser;
 
@@ -63,6 +68,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(opts) => import_file(&global, opts).await,
         Command::Bench(BenchCommand::Submit(opts)) => bench_submit(&global, &opts).await,
+        Command::Worker(opts) => worker(&global, opts).await,
+        Command::Train(opts) => train(&global, opts).await,
     }
 }
 
@@ -98,7 +105,17 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
             public_url: opts.public_url.clone(),
             max_import_bytes: opts.max_import_bytes,
         }),
+        models: Default::default(),
     };
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let workers = (opts.workers > 0).then(|| {
+        let runner = Runner::new(
+            db.pool.clone(),
+            reward::job_handlers(state.clips.clone()),
+            WorkerConfig::new(opts.workers, opts.jobs.job_lease_seconds),
+        );
+        tokio::spawn(async move { runner.run(workers_stopped).await })
+    });
     eprintln!("Backflip is listening on http://{addr}");
     if with_demo {
         eprintln!(
@@ -115,6 +132,10 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
         );
     }
     let result = http::serve(listener, state, http::shutdown_signal()).await;
+    let _ = stop_workers.send(true);
+    if let Some(w) = workers {
+        let _ = w.await;
+    }
     db.close().await;
     result.context("serving HTTP")
 }
@@ -180,4 +201,81 @@ async fn bench_submit(
             result
         }
     }
+}
+
+async fn worker(global: &GlobalOpts, opts: WorkerOpts) -> anyhow::Result<()> {
+    let db = Database::open(global).await?;
+    let runner = Runner::new(
+        db.pool.clone(),
+        reward::job_handlers(clip_store(global)?),
+        WorkerConfig::new(opts.concurrency.max(1), opts.jobs.job_lease_seconds),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        http::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    eprintln!(
+        "worker running ({} at once); Ctrl-C to stop",
+        opts.concurrency.max(1)
+    );
+    runner.run(stopped).await;
+    db.close().await;
+    Ok(())
+}
+
+async fn train(global: &GlobalOpts, opts: TrainOpts) -> anyhow::Result<()> {
+    let db = Database::open(global).await?;
+    let result = async {
+        let project = projects::by_slug(&db.pool, &opts.project).await.map_err(user_error)?;
+        let access = projects::Access { project, user: User::system(), member: None };
+        let job = reward::request_training(&db.pool, &access).await.map_err(user_error)?;
+        println!("training job {job} queued");
+        if !(opts.wait || opts.here) {
+            return Ok(());
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let local = opts.here.then(|| {
+            let runner = Runner::new(
+                db.pool.clone(),
+                reward::job_handlers(clip_store(global)?),
+                WorkerConfig::new(1, opts.jobs.job_lease_seconds),
+            );
+            anyhow::Ok(tokio::spawn(async move { runner.run(stopped).await }))
+        });
+        let local = local.transpose()?;
+        let started = std::time::Instant::now();
+        let mut hinted = false;
+        let row = loop {
+            let row = storage::get(&db.pool, job).await?.context("the job disappeared")?;
+            if row.status == "done" || row.status == "failed" {
+                break row;
+            }
+            if let Some(p) = &row.progress {
+                eprint!("\r{} step {}/{}  loss {:.4}   ", row.status, p["step"], p["total"], p["loss"].as_f64().unwrap_or(f64::NAN));
+            }
+            if row.status == "queued" && !hinted && local.is_none() && started.elapsed().as_secs() > 10 {
+                eprintln!("still queued: is a worker running (`backflip serve` or `backflip worker`)? Or use --here.");
+                hinted = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        eprintln!();
+        let _ = stop.send(true);
+        if let Some(l) = local {
+            let _ = l.await;
+        }
+        let result: Option<serde_json::Value> =
+            sqlx::query_scalar("select result from jobs where id = $1").bind(job).fetch_one(&db.pool).await?;
+        match row.status.as_str() {
+            "done" => {
+                println!("{}", serde_json::to_string_pretty(&result.unwrap_or_default())?);
+                Ok(())
+            }
+            _ => anyhow::bail!("training failed: {}", row.error.unwrap_or_default()),
+        }
+    }
+    .await;
+    db.close().await;
+    result
 }

@@ -60,6 +60,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/projects/{slug}/stats", get(stats))
         .route("/api/v1/projects/{slug}/progress", get(progress))
         .route("/api/v1/projects/{slug}/warning", post(accept_warning))
+        .route("/api/v1/projects/{slug}/train", post(train))
+        .route("/api/v1/projects/{slug}/models", get(models))
+        .route("/api/v1/projects/{slug}/jobs", get(jobs))
+        .route("/api/v1/projects/{slug}/reward", post(reward))
         .route("/api/v1/assignments/{id}/judgment", post(submit_judgment))
         .route("/api/v1/assignments/{id}/report", post(report_content))
         .route("/api/v1/clips/{sha256}", get(get_clip))
@@ -82,7 +86,7 @@ pub struct ErrorBody {
     paths(
         me, create_user, list_projects, create_project, get_project, update_project,
         list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
-        submit_judgment, stats, get_clip, progress, accept_warning, report_content
+        submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -491,4 +495,78 @@ async fn report_content(
 ) -> Result<(StatusCode, axum::Json<Reported>)> {
     let id = rater::report(&state.pool, &user, id, &input.reason).await?;
     Ok((StatusCode::CREATED, axum::Json(Reported { id })))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TrainQueued {
+    /// The queued training job (an already queued one is reused: at most one waits).
+    pub job_id: i64,
+}
+
+/// Queue a training run of the project's reward model now (its leads).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/train", responses((status = 202, body = TrainQueued)))]
+async fn train(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<(StatusCode, axum::Json<TrainQueued>)> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_manage()?;
+    let job_id = crate::reward::request_training(&state.pool, &access).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(TrainQueued { job_id })))
+}
+
+/// The project's reward-model versions with their metrics, newest first (leads, researchers).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/models", responses((status = 200, body = [crate::reward::store::ModelVersion])))]
+async fn models(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<Vec<crate::reward::store::ModelVersion>>> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_read()?;
+    Ok(axum::Json(
+        crate::reward::store::versions(&state.pool, access.project.id).await?,
+    ))
+}
+
+/// The project's recent jobs (training runs), newest first (leads, researchers).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/jobs", responses((status = 200, body = [crate::jobs::storage::JobRow])))]
+async fn jobs(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<Vec<crate::jobs::storage::JobRow>>> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_read()?;
+    Ok(axum::Json(
+        crate::jobs::storage::history(&state.pool, access.project.id, 50).await?,
+    ))
+}
+
+/// Rewards from the current model: per rollout, the ensemble's mean, standard
+/// deviation and members' values (leads, researchers).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/reward", request_body = crate::reward::score::ScoreRequest,
+    responses((status = 200, body = crate::reward::score::ScoreResponse), (status = 409, body = ErrorBody)))]
+async fn reward(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    Json(req): Json<crate::reward::score::ScoreRequest>,
+) -> Result<axum::Json<crate::reward::score::ScoreResponse>> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_read()?;
+    let res = crate::reward::score::score(
+        &state.pool,
+        &state.clips,
+        &state.models,
+        &access.project,
+        req,
+    )
+    .await?;
+    Ok(axum::Json(res))
 }

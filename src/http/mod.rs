@@ -31,6 +31,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub clips: ClipStore,
     pub inner: Arc<Settings>,
+    /// Reward models loaded for scoring.
+    pub models: Arc<crate::reward::ModelCache>,
 }
 
 /// Server settings fixed at start-up.

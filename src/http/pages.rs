@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/projects/{slug}/members", post(add_member))
         .route("/projects/{slug}/invites", post(invite))
+        .route("/projects/{slug}/train", post(train))
         .route("/projects/{slug}/label", get(label_page).post(label))
         .route("/projects/{slug}/warning", post(accept_warning))
         .route("/projects/{slug}/report", post(report))
@@ -451,6 +452,46 @@ struct OverviewPage {
     report: Option<ImportReport>,
     errors: Vec<LineError>,
     invite_url: Option<String>,
+    models: Vec<ModelRow>,
+    jobs: Vec<crate::jobs::storage::JobRow>,
+}
+
+/// A reward-model version as the overview lists it.
+struct ModelRow {
+    version: i32,
+    kind: String,
+    current: bool,
+    accuracy: String,
+    log_loss: String,
+    train_pairs: i32,
+    held_out_pairs: i32,
+    seconds: String,
+    created: String,
+}
+
+impl ModelRow {
+    fn from(v: crate::reward::store::ModelVersion) -> Self {
+        let m = &v.metrics;
+        let num = |x: &serde_json::Value, digits: usize| {
+            x.as_f64()
+                .map(|f| format!("{f:.digits$}"))
+                .unwrap_or_else(|| "–".into())
+        };
+        ModelRow {
+            version: v.version,
+            kind: v.kind,
+            current: v.current,
+            accuracy: num(&m["held_out"]["accuracy"], 3),
+            log_loss: num(&m["held_out"]["log_loss"], 3),
+            train_pairs: v.train_pairs,
+            held_out_pairs: v.held_out_pairs,
+            seconds: num(&m["train_seconds"], 1),
+            created: v
+                .created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl OverviewPage {
@@ -463,6 +504,17 @@ impl OverviewPage {
         let members = match access.can_manage() {
             true => projects::members(&state.pool, access.project.id).await?,
             false => vec![],
+        };
+        let (models, jobs) = match can_read {
+            true => (
+                crate::reward::store::versions(&state.pool, access.project.id)
+                    .await?
+                    .into_iter()
+                    .map(ModelRow::from)
+                    .collect(),
+                crate::jobs::storage::history(&state.pool, access.project.id, 10).await?,
+            ),
+            false => (vec![], vec![]),
         };
         let clips: i64 =
             sqlx::query_scalar("select count(*) from project_clips where project_id = $1")
@@ -484,6 +536,8 @@ impl OverviewPage {
             report: None,
             errors: vec![],
             invite_url: None,
+            models,
+            jobs,
         })
     }
 }
@@ -844,4 +898,19 @@ async fn report(
         .require_label()?;
     rater::report(&state.pool, s.user(), f.assignment_id, &f.reason).await?;
     Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response())
+}
+
+/// The lead's "Retrain now" button.
+async fn train(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    s.check_csrf(&f.csrf)?;
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_manage()?;
+    crate::reward::request_training(&state.pool, &access).await?;
+    Ok(Redirect::to(&format!("/projects/{slug}#reward-model")).into_response())
 }

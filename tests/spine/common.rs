@@ -89,6 +89,8 @@ pub async fn fresh_database() -> (PgPool, String) {
 
 pub struct TestApp {
     pub pool: PgPool,
+    /// The test database's URL, for child processes.
+    pub url: String,
     pub state: AppState,
     router: Router,
     /// Holds the clip store's folder until the test ends.
@@ -96,7 +98,7 @@ pub struct TestApp {
 }
 
 pub async fn app() -> TestApp {
-    let (pool, _) = fresh_database().await;
+    let (pool, url) = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = AppState {
         pool: pool.clone(),
@@ -106,10 +108,12 @@ pub async fn app() -> TestApp {
             public_url: None,
             max_import_bytes: 8 << 20,
         }),
+        models: Default::default(),
     };
     TestApp {
         router: backflip::http::router(state.clone()),
         pool,
+        url,
         state,
         _dir: dir,
     }

@@ -11,4 +11,5 @@ mod concurrency;
 mod jobs;
 mod pages;
 mod rater;
+mod reward;
 mod roles;
