@@ -454,6 +454,45 @@ struct OverviewPage {
     invite_url: Option<String>,
     models: Vec<ModelRow>,
     jobs: Vec<crate::jobs::storage::JobRow>,
+    /// SVG charts of the reward model (accuracy by labels, calibration, loss).
+    charts: Vec<String>,
+}
+
+/// The reward-model charts: every version's held-out accuracy by its training
+/// pairs, and the current version's calibration and loss curve.
+fn model_charts(versions: &[crate::reward::store::ModelVersion]) -> Vec<String> {
+    use super::charts;
+    let mut by_labels: Vec<(f64, f64)> = versions
+        .iter()
+        .filter_map(|v| {
+            Some((
+                f64::from(v.train_pairs),
+                v.metrics["held_out"]["accuracy"].as_f64()?,
+            ))
+        })
+        .collect();
+    by_labels.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let current = versions.iter().find(|v| v.current);
+    let calibration: Vec<(f64, f64)> = current
+        .and_then(|v| v.metrics["held_out"]["calibration"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| Some((b["mean_predicted"].as_f64()?, b["observed"].as_f64()?)))
+        .collect();
+    let loss: Vec<(f64, f64)> = current
+        .and_then(|v| v.metrics["loss_curve"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+        .collect();
+    [
+        charts::accuracy_vs_labels(&by_labels),
+        charts::calibration(&calibration),
+        charts::loss_curve(&loss),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// A reward-model version as the overview lists it.
@@ -505,16 +544,18 @@ impl OverviewPage {
             true => projects::members(&state.pool, access.project.id).await?,
             false => vec![],
         };
-        let (models, jobs) = match can_read {
-            true => (
-                crate::reward::store::versions(&state.pool, access.project.id)
-                    .await?
-                    .into_iter()
-                    .map(ModelRow::from)
-                    .collect(),
-                crate::jobs::storage::history(&state.pool, access.project.id, 10).await?,
-            ),
-            false => (vec![], vec![]),
+        let (models, jobs, charts) = match can_read {
+            true => {
+                let versions =
+                    crate::reward::store::versions(&state.pool, access.project.id).await?;
+                let charts = model_charts(&versions);
+                (
+                    versions.into_iter().map(ModelRow::from).collect(),
+                    crate::jobs::storage::history(&state.pool, access.project.id, 10).await?,
+                    charts,
+                )
+            }
+            false => (vec![], vec![], vec![]),
         };
         let clips: i64 =
             sqlx::query_scalar("select count(*) from project_clips where project_id = $1")
@@ -538,6 +579,7 @@ impl OverviewPage {
             invite_url: None,
             models,
             jobs,
+            charts,
         })
     }
 }

@@ -140,9 +140,10 @@ where
         &train,
         &held_out,
         |p| {
+            // Cheap (a mutex write): the heartbeat stores the latest in the job row.
+            ctx.progress(json!({"step": p.step, "total": p.total, "loss": p.loss}));
             if p.step % report_every == 0 || p.step == p.total {
                 curve.push((p.step, p.loss));
-                ctx.progress(json!({"step": p.step, "total": p.total, "loss": p.loss}));
             }
         },
         &ctx.cancel,

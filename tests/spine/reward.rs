@@ -375,7 +375,7 @@ async fn a_killed_workers_training_run_is_taken_over() {
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let r = runner(&app, 30.0);
+    let r = runner(&app, 3.0);
     let task = tokio::spawn(async move { r.run(stopped).await });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while app
@@ -399,4 +399,29 @@ async fn a_killed_workers_training_run_is_taken_over() {
         1,
         "handed back"
     );
+
+    // The lead's page shows the version, its charts and the job history.
+    let lead_user = backflip::auth::user_by_token(&app.pool, &lead)
+        .await
+        .unwrap()
+        .unwrap();
+    let session = backflip::auth::create_session(&app.pool, lead_user.id)
+        .await
+        .unwrap();
+    let page = app
+        .send(
+            axum::http::Request::get("/projects/kill")
+                .header("cookie", format!("backflip_session={session}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let html = page.text();
+    assert!(html.contains("v1 <strong>(current)</strong>"), "{html}");
+    assert_eq!(
+        html.matches("<svg").count(),
+        3,
+        "accuracy, calibration and loss charts"
+    );
+    assert!(html.contains("id=\"retrain\"") && html.contains("id=\"jobs\""));
 }
