@@ -35,6 +35,10 @@ pub struct BenchOpts {
     /// Connections in the server's pool.
     #[arg(long, default_value_t = 16)]
     pub db_pool: u32,
+    /// Run each level twice: as is, then with a reward-model training run in
+    /// progress in the same process (one training thread, as `serve` runs it).
+    #[arg(long)]
+    pub with_training: bool,
 }
 
 const BENCH_DB: &str = "backflip_bench";
@@ -103,25 +107,41 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "ratio"
     );
     let base = format!("http://{addr}/api/v1");
+    let modes: &[bool] = if opts.with_training {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for &n in &opts.raters {
-        let r = level(&client, &base, &tokens[..n], opts.seconds).await;
-        let inserts = baseline(url, n, opts.seconds).await?;
-        let rate = r.judgments as f64 / r.elapsed;
-        println!(
-            "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>6.2}",
-            n,
-            rate,
-            triple(&mut r.next.clone()),
-            triple(&mut r.submit.clone()),
-            format!(
-                "{:.1}/{:.1}",
-                pct(&mut r.both.clone(), 0.5),
-                pct(&mut r.both.clone(), 0.99)
-            ),
-            r.errors,
-            inserts,
-            rate / inserts
-        );
+        for &training in modes {
+            let trainer = match training {
+                true => Some(start_training(&pool, &dir).await?),
+                false => None,
+            };
+            let r = level(&client, &base, &tokens[..n], opts.seconds).await;
+            if let Some((stop, task)) = trainer {
+                let _ = stop.send(true);
+                let _ = task.await;
+            }
+            let inserts = baseline(url, n, opts.seconds).await?;
+            let rate = r.judgments as f64 / r.elapsed;
+            println!(
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>6.2}{}",
+                n,
+                rate,
+                triple(&mut r.next.clone()),
+                triple(&mut r.submit.clone()),
+                format!(
+                    "{:.1}/{:.1}",
+                    pct(&mut r.both.clone(), 0.5),
+                    pct(&mut r.both.clone(), 0.99)
+                ),
+                r.errors,
+                inserts,
+                rate / inserts,
+                if training { "  (training)" } else { "" }
+            );
+        }
     }
     let _ = stop.send(());
     server.await??;
@@ -313,4 +333,48 @@ pub fn with_database(url: &str, name: &str) -> String {
         None => base,
     };
     format!("{base}/{name}{query}")
+}
+
+type Trainer = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Start a worker in this process on a training run long enough to outlast a level.
+async fn start_training(pool: &PgPool, dir: &std::path::Path) -> anyhow::Result<Trainer> {
+    let project: uuid::Uuid = sqlx::query_scalar("select id from projects where slug = 'bench'")
+        .fetch_one(pool)
+        .await?;
+    sqlx::query("delete from jobs where status = 'queued'")
+        .execute(pool)
+        .await?;
+    let mut conn = pool.acquire().await?;
+    crate::jobs::storage::enqueue(
+        &mut conn,
+        "train",
+        Some(project),
+        serde_json::json!({"steps": 1_000_000}),
+    )
+    .await?;
+    drop(conn);
+    let runner = crate::jobs::Runner::new(
+        pool.clone(),
+        crate::reward::job_handlers(ClipStore::local(dir)?),
+        crate::jobs::WorkerConfig::new(1, 6.0),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move { runner.run(stopped).await });
+    // Wait until it is really training (the first progress report).
+    for _ in 0..200 {
+        let running: bool = sqlx::query_scalar(
+            "select exists (select 1 from jobs where status = 'running' and progress is not null)",
+        )
+        .fetch_one(pool)
+        .await?;
+        if running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((stop, task))
 }

@@ -103,11 +103,14 @@ pub async fn finish(
 }
 
 /// Record a failure: queued again after 10 s × 4^(attempts − 1) while attempts
-/// remain, else failed for good.
+/// remain, else failed for good. When a newer job of its kind is already queued
+/// for the project, that one will do the work: this one fails for good.
 pub async fn fail(pool: &PgPool, id: i64, worker: &str, error: &str) -> sqlx::Result<()> {
     sqlx::query(
         "update jobs set
-             status = case when attempts < max_attempts then 'queued' else 'failed' end,
+             status = case when attempts < max_attempts and not exists (select 1 from jobs q
+                 where q.project_id = jobs.project_id and q.kind = jobs.kind and q.status = 'queued')
+                 then 'queued' else 'failed' end,
              run_after = now() + make_interval(secs => 10 * power(4, attempts - 1)),
              finished_at = case when attempts < max_attempts then null else now() end,
              lease_until = null, error = $3
@@ -162,11 +165,19 @@ pub async fn history(pool: &PgPool, project_id: Uuid, limit: i64) -> sqlx::Resul
     .await
 }
 
-/// Hand a job back to the queue without counting the attempt (worker shutting down).
+/// Hand a job back to the queue without counting the attempt (worker shutting
+/// down), unless a newer job of its kind is queued for the project already.
 pub async fn release(pool: &PgPool, id: i64, worker: &str) -> sqlx::Result<bool> {
     let n = sqlx::query(
-        "update jobs set status = 'queued', attempts = attempts - 1, run_after = now(),
-                lease_until = null, worker = null
+        "update jobs set
+             status = case when exists (select 1 from jobs q where q.project_id = jobs.project_id
+                 and q.kind = jobs.kind and q.status = 'queued') then 'failed' else 'queued' end,
+             error = case when exists (select 1 from jobs q where q.project_id = jobs.project_id
+                 and q.kind = jobs.kind and q.status = 'queued')
+                 then 'interrupted by a worker shutdown; a newer run is queued' end,
+             finished_at = case when exists (select 1 from jobs q where q.project_id = jobs.project_id
+                 and q.kind = jobs.kind and q.status = 'queued') then now() end,
+             attempts = attempts - 1, run_after = now(), lease_until = null, worker = null
          where id = $1 and worker = $2 and status = 'running'",
     )
     .bind(id)

@@ -319,3 +319,35 @@ async fn judgments_queue_retraining_every_n_debounced() {
     );
     assert_eq!(app.count("select count(*) from jobs").await, 2);
 }
+
+#[tokio::test]
+async fn a_failed_or_released_job_gives_way_to_a_newer_queued_one() {
+    let app = app().await;
+    let p = project_id(&app, "newer").await;
+    let first = enqueue(&app.pool, "train", Some(p)).await.unwrap();
+    storage::claim(&app.pool, "w", 60.0).await.unwrap().unwrap();
+    let second = enqueue(&app.pool, "train", Some(p)).await.unwrap();
+    storage::fail(&app.pool, first, "w", "boom").await.unwrap();
+    let row = storage::get(&app.pool, first).await.unwrap().unwrap();
+    assert_eq!(row.status, "failed", "the queued newer job does the work");
+    let job = storage::claim(&app.pool, "w", 60.0).await.unwrap().unwrap();
+    assert_eq!(job.id, second);
+    let third = enqueue(&app.pool, "train", Some(p)).await.unwrap();
+    assert!(storage::release(&app.pool, second, "w").await.unwrap());
+    assert_eq!(
+        storage::get(&app.pool, second)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "failed"
+    );
+    assert_eq!(
+        storage::get(&app.pool, third)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "queued"
+    );
+}
