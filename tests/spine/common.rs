@@ -242,6 +242,17 @@ impl TestApp {
         assert_eq!(res.json()["imported"], n);
     }
 
+    /// Ask for the next pair of a project and answer it; the judgment's response.
+    pub async fn judge_next(&self, slug: &str, token: &str, body: serde_json::Value) -> Res {
+        let res = self
+            .get(&format!("/api/v1/projects/{slug}/next"), token)
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        let id = res.json()["assignment_id"].as_str().unwrap().to_owned();
+        self.post(&format!("/api/v1/assignments/{id}/judgment"), token, body)
+            .await
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }

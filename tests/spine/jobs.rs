@@ -275,17 +275,7 @@ async fn judgments_queue_retraining_every_n_debounced() {
         let (app, r1) = (&app, r1.clone());
         async move {
             for _ in 0..n {
-                let id = app.get("/api/v1/projects/auto/next", &r1).await.json()["assignment_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-                let res = app
-                    .post(
-                        &format!("/api/v1/assignments/{id}/judgment"),
-                        &r1,
-                        json!({"choice": "left"}),
-                    )
-                    .await;
+                let res = app.judge_next("auto", &r1, json!({"choice": "left"})).await;
                 assert_eq!(res.status, axum::http::StatusCode::CREATED);
             }
         }

@@ -96,17 +96,7 @@ async fn a_session_cap_asks_for_a_break() {
     app.import_text_pairs("cap", &lead, 5).await;
     let r1 = app.annotator("cap", &lead, "r1").await;
     for _ in 0..2 {
-        let id = app.get("/api/v1/projects/cap/next", &r1).await.json()["assignment_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let res = app
-            .post(
-                &format!("/api/v1/assignments/{id}/judgment"),
-                &r1,
-                json!({"choice": "left"}),
-            )
-            .await;
+        let res = app.judge_next("cap", &r1, json!({"choice": "left"})).await;
         assert_eq!(res.status, StatusCode::CREATED);
     }
     let res = app.get("/api/v1/projects/cap/next", &r1).await;

@@ -231,14 +231,8 @@ async fn rollouts_with_their_own_features_and_scoring_errors() {
     );
     let rater = app.annotator("vec", &lead, "r").await;
     for _ in 0..60 {
-        let pair = app.get("/api/v1/projects/vec/next", &rater).await.json();
-        let id = pair["assignment_id"].as_str().unwrap();
-        app.post(
-            &format!("/api/v1/assignments/{id}/judgment"),
-            &rater,
-            json!({"choice": "left"}),
-        )
-        .await;
+        app.judge_next("vec", &rater, json!({"choice": "left"}))
+            .await;
     }
     app.post("/api/v1/projects/vec/train", &lead, json!(null))
         .await;
@@ -303,15 +297,9 @@ async fn a_killed_workers_training_run_is_taken_over() {
     app.import_text_pairs("kill", &lead, 40).await;
     let rater = app.annotator("kill", &lead, "r").await;
     for i in 0..40 {
-        let pair = app.get("/api/v1/projects/kill/next", &rater).await.json();
-        let id = pair["assignment_id"].as_str().unwrap();
         let choice = if i % 3 == 0 { "right" } else { "left" };
-        app.post(
-            &format!("/api/v1/assignments/{id}/judgment"),
-            &rater,
-            json!({"choice": choice}),
-        )
-        .await;
+        app.judge_next("kill", &rater, json!({"choice": choice}))
+            .await;
     }
     let project: uuid::Uuid = sqlx::query_scalar("select id from projects where slug = 'kill'")
         .fetch_one(&app.pool)
