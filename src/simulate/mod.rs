@@ -8,10 +8,15 @@
 //!   for a goal; the reward is its progress), each giving rollouts with their true reward.
 //! - [`raters`]: Bradley–Terry raters with a temperature, random answers and position bias,
 //!   and an "always left" rater.
+//! - [`project`]: a simulated project in the database, labelled through the real HTTP API.
 
+mod client;
+pub mod project;
 pub mod raters;
+mod setup;
 pub mod tasks;
 
+pub use project::{SimOpts, SimReport};
 pub use raters::{Behaviour, Rater, RaterConfig, Side};
 pub use tasks::{GifRollout, GifTask, TextTask};
 
