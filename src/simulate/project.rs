@@ -148,7 +148,9 @@ pub async fn run(pool: &PgPool, store: &ClipStore, opts: &SimOpts) -> anyhow::Re
     })
 }
 
-/// Queue a training run and run it (and anything else queued) in this process.
+/// Queue a training run and run it in this process. `drain` runs every due job of the
+/// database, not only this one, as `backflip train --here` would: acceptable in a one-shot
+/// command, and it means no job of this project is left queued behind ours.
 async fn train(
     pool: &PgPool,
     store: &ClipStore,
