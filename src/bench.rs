@@ -4,6 +4,9 @@
 //! figures come out as a ratio to what the database alone commits.
 //!
 //! It works in a throwaway database (`backflip_bench`) that it creates and drops.
+//! `backflip bench reward` lives in [`reward`].
+
+pub mod reward;
 
 use std::{
     sync::Arc,

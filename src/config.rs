@@ -77,6 +77,12 @@ pub enum Command {
     /// Measure: simulated raters over HTTP, next → judgment, with a PostgreSQL baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Simulated raters label a simulated project (`sim-text` or `sim-gif`) over HTTP.
+    ///
+    /// Creates the project, its lead and raters if missing, imports generated pairs,
+    /// serves the API in-process on a random port, has the raters label until nothing
+    /// is left, optionally trains the reward model, and prints per-rater counts.
+    Simulate(crate::simulate::SimOpts),
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +92,11 @@ pub enum BenchCommand {
     /// Works in a throwaway database `backflip_bench` on the configured server
     /// (dropped afterwards; the role needs CREATEDB).
     Submit(crate::bench::BenchOpts),
+    /// Reward-model accuracy against a simulated task's hidden true reward, by label count.
+    ///
+    /// Trains in this process on simulated labels (no database, no HTTP) with the
+    /// service's model and training configurations, and prints a table.
+    Reward(crate::bench::reward::RewardOpts),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -33,5 +33,7 @@ pub mod quality;
 pub mod rater;
 /// The reward model in the service: training job, versions, scoring.
 pub mod reward;
+/// Simulated tasks with a hidden true reward, simulated raters, `backflip simulate`.
+pub mod simulate;
 /// Users and their credentials.
 pub mod users;

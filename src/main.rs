@@ -68,6 +68,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(opts) => import_file(&global, opts).await,
         Command::Bench(BenchCommand::Submit(opts)) => bench_submit(&global, &opts).await,
+        Command::Bench(BenchCommand::Reward(opts)) => {
+            // Training is blocking work on its own thread pool: keep it off the runtime.
+            let rows = tokio::task::spawn_blocking({
+                let opts = opts.clone();
+                move || backflip::bench::reward::run(&opts)
+            })
+            .await??;
+            backflip::bench::reward::print(&opts, &rows);
+            Ok(())
+        }
+        Command::Simulate(opts) => simulate(&global, opts).await,
         Command::Worker(opts) => worker(&global, opts).await,
         Command::Train(opts) => train(&global, opts).await,
     }
@@ -201,6 +212,43 @@ async fn bench_submit(
             result
         }
     }
+}
+
+async fn simulate(global: &GlobalOpts, opts: backflip::simulate::SimOpts) -> anyhow::Result<()> {
+    let db = Database::open(global).await?;
+    let result = backflip::simulate::project::run(&db.pool, &clip_store(global)?, &opts).await;
+    db.close().await;
+    let report = result?;
+    println!(
+        "project {}: {} new pair(s) imported",
+        report.slug, report.imported
+    );
+    if let Some(t) = &report.training {
+        let held_out = &t["metrics"]["held_out"];
+        // Held out: agreement with the raters' labels (noise and bias included), not the truth.
+        let num = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+        println!(
+            "trained version {} ({}): held-out accuracy {}, log-loss {}, {} train / {} held-out pairs",
+            t["version"],
+            t["kind"].as_str().unwrap_or("?"),
+            num(&held_out["accuracy"]),
+            num(&held_out["log_loss"]),
+            t["metrics"]["train_pairs"],
+            t["metrics"]["held_out_pairs"]
+        );
+    }
+    println!(
+        "{:<32} {:<12} {:>8} {:>9} {:>6}",
+        "rater", "profile", "this run", "judgments", "left %"
+    );
+    for r in &report.raters {
+        let left = 100.0 * r.left as f64 / r.judgments.max(1) as f64;
+        println!(
+            "{:<32} {:<12} {:>8} {:>9} {:>6.1}",
+            r.name, r.profile, r.this_run, r.judgments, left
+        );
+    }
+    Ok(())
 }
 
 async fn worker(global: &GlobalOpts, opts: WorkerOpts) -> anyhow::Result<()> {

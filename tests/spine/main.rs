@@ -13,3 +13,4 @@ mod pages;
 mod rater;
 mod reward;
 mod roles;
+mod simulate;

@@ -1,0 +1,251 @@
+//! `backflip bench reward`: labels-to-accuracy of the reward model on a simulated task.
+//!
+//! For each label count and seed: that many pairs labelled by a simulated Bradley–Terry
+//! rater, an ensemble trained directly with [`crate::ml::train_ensemble`] (no HTTP, no
+//! database) with the configurations the service's training job uses, and its accuracy
+//! against the *hidden true reward* on one fixed set of fresh pairs.
+
+use std::sync::atomic::AtomicBool;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::clips::{ClipLimits, decode_gif};
+use crate::ml::{
+    self, Clip, ClipReward, ClipRewardConfig, Example, MlpReward, MlpRewardConfig, RewardModel,
+    TEXT_FEATURE_DIM, TrainingConfig, data::Preference, features::text_features,
+};
+use crate::reward::data::training_clip;
+use crate::simulate::{GifTask, Rater, RaterConfig, Side, TaskKind, TextTask, derive_seed};
+
+/// Settings of one labels-to-accuracy sweep.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RewardOpts {
+    /// Which task: text pairs, or GIF clips of an agent heading for a goal.
+    #[arg(long, value_enum)]
+    pub task: TaskKind,
+    /// Label counts to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "100,200,500,1000")]
+    pub labels: Vec<usize>,
+    /// Seeds (label draws and initialisations) per label count.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Optimiser steps per ensemble member (the service's default: 300).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Boltzmann temperature of the simulated rater, in units of the task's true reward.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Fresh pairs, labelled by the true reward, that accuracy is measured on
+    /// (default: 1000 for text, 200 for GIF).
+    #[arg(long)]
+    pub test_pairs: Option<usize>,
+    /// Threads of each training run (the service trains with 1).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// One line of the table: a label count over all seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Labelled pairs trained on.
+    pub labels: usize,
+    /// Accuracy against the true reward, mean over seeds.
+    pub mean_accuracy: f64,
+    /// Lowest accuracy of a seed.
+    pub min_accuracy: f64,
+    /// Highest accuracy of a seed.
+    pub max_accuracy: f64,
+    /// Pairs processed per second of optimisation (members × steps × batch / time).
+    pub pairs_per_second: f64,
+    /// Seconds of optimisation per run, mean over seeds.
+    pub seconds: f64,
+}
+
+/// Seed of the task itself and of the test pairs: fixed, so every row is measured on the
+/// same hidden reward and the same fresh pairs.
+const TASK_SEED: u64 = 0x5eed;
+
+/// Runs the sweep; one [`Row`] per label count, in the order given.
+pub fn run(opts: &RewardOpts) -> anyhow::Result<Vec<Row>> {
+    let max = opts.labels.iter().copied().max().unwrap_or(0);
+    let steps = opts.steps.unwrap_or(300);
+    match opts.task {
+        TaskKind::Text => {
+            let task = TextTask::new(TASK_SEED);
+            let pair = |rng: &mut StdRng| {
+                let (a, b) = (task.sentence(rng), task.sentence(rng));
+                let (ra, rb) = (task.reward(&a), task.reward(&b));
+                (text_features(&a), text_features(&b), ra, rb)
+            };
+            let cfg = TrainingConfig::new()
+                .with_steps(steps)
+                .with_threads(opts.threads);
+            sweep::<MlpReward>(
+                opts,
+                &MlpRewardConfig::new(TEXT_FEATURE_DIM),
+                cfg,
+                max,
+                1000,
+                pair,
+            )
+        }
+        TaskKind::Gif => {
+            let pair = |rng: &mut StdRng| {
+                let (a, b) = (gif_clip(rng), gif_clip(rng));
+                (a.0, b.0, a.1, b.1)
+            };
+            // As the service trains clips: small batches (BURN.md: 2–8 pairs per step).
+            let cfg = TrainingConfig::new()
+                .with_batch_size(4)
+                .with_steps(steps)
+                .with_threads(opts.threads);
+            sweep::<ClipReward>(opts, &ClipRewardConfig::new(), cfg, max, 200, pair)
+        }
+    }
+}
+
+/// A fresh GIF rollout decoded and subsampled exactly as an uploaded clip is for training.
+fn gif_clip(rng: &mut StdRng) -> (Clip, f64) {
+    let r = GifTask.rollout(rand::Rng::random(rng));
+    let decoded = decode_gif(&r.gif, &ClipLimits::default()).expect("our own GIFs decode");
+    let clip = training_clip(decoded.frame_count as usize, &decoded.frames).expect("64×64 frames");
+    (clip, r.reward)
+}
+
+/// The sweep over label counts and seeds for one model type; `pair` draws a fresh pair of
+/// inputs with their true rewards.
+fn sweep<M: RewardModel>(
+    opts: &RewardOpts,
+    model: &M::Config,
+    cfg: TrainingConfig,
+    max_labels: usize,
+    default_test: usize,
+    mut pair: impl FnMut(&mut StdRng) -> (M::Input, M::Input, f64, f64),
+) -> anyhow::Result<Vec<Row>>
+where
+    M::Input: Clone,
+{
+    // The test set is labelled by the true reward itself: its accuracy metric is then
+    // agreement with the truth (pairs of equal true reward are ties, left out of accuracy).
+    let mut rng = StdRng::seed_from_u64(derive_seed(TASK_SEED, 1));
+    let test: Vec<Example<M::Input>> = (0..opts.test_pairs.unwrap_or(default_test))
+        .map(|_| {
+            let (a, b, ra, rb) = pair(&mut rng);
+            let truth = match ra.total_cmp(&rb) {
+                std::cmp::Ordering::Greater => Preference::Left,
+                std::cmp::Ordering::Less => Preference::Right,
+                std::cmp::Ordering::Equal => Preference::Tie,
+            };
+            Example::new(a, b, truth)
+        })
+        .collect();
+    let never = AtomicBool::new(false);
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); opts.labels.len()];
+    for seed in 0..opts.seeds {
+        // Labels of one seed are drawn once; smaller counts take a prefix, so the curve
+        // compares nested data sets rather than unrelated draws.
+        let mut rng = StdRng::seed_from_u64(derive_seed(seed, 2));
+        let mut rater = Rater::new(
+            RaterConfig::bradley_terry(opts.temperature),
+            derive_seed(seed, 3),
+        );
+        let labelled: Vec<Example<M::Input>> = (0..max_labels)
+            .map(|_| {
+                let (a, b, ra, rb) = pair(&mut rng);
+                let answer = match rater.choose(ra, rb) {
+                    Side::Left => Preference::Left,
+                    Side::Right => Preference::Right,
+                };
+                Example::new(a, b, answer)
+            })
+            .collect();
+        for (i, &n) in opts.labels.iter().enumerate() {
+            let cfg = cfg.clone().with_seed(seed);
+            let (_, report) =
+                ml::train_ensemble::<M>(model, &cfg, &labelled[..n], &test, |_| {}, &never)?;
+            let accuracy = report.metrics.and_then(|m| m.accuracy).unwrap_or(f64::NAN);
+            let secs = report.elapsed.as_secs_f64();
+            runs[i].push((accuracy, report.pairs_seen as f64 / secs, secs));
+        }
+    }
+    Ok(opts
+        .labels
+        .iter()
+        .zip(runs)
+        .map(|(&labels, r)| {
+            let mean =
+                |f: fn(&(f64, f64, f64)) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
+            Row {
+                labels,
+                mean_accuracy: mean(|x| x.0),
+                min_accuracy: r.iter().map(|x| x.0).fold(f64::INFINITY, f64::min),
+                max_accuracy: r.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max),
+                pairs_per_second: mean(|x| x.1),
+                seconds: mean(|x| x.2),
+            }
+        })
+        .collect())
+}
+
+/// Prints the table for `rows` (and the process's peak memory) on stdout.
+pub fn print(opts: &RewardOpts, rows: &[Row]) {
+    println!(
+        "backflip bench reward --task {}: {} seed(s), rater temperature {}, {} steps",
+        opts.task.as_str(),
+        opts.seeds,
+        opts.temperature,
+        opts.steps.unwrap_or(300)
+    );
+    println!(
+        "{:>7} {:>10} {:>13} {:>9} {:>9}",
+        "labels", "accuracy", "min–max", "pairs/s", "train s"
+    );
+    for r in rows {
+        println!(
+            "{:>7} {:>10.3} {:>13} {:>9.0} {:>9.1}",
+            r.labels,
+            r.mean_accuracy,
+            format!("{:.3}–{:.3}", r.min_accuracy, r.max_accuracy),
+            r.pairs_per_second,
+            r.seconds
+        );
+    }
+    match peak_rss_kib() {
+        Some(kib) => println!("peak RSS: {:.0} MiB", kib as f64 / 1024.0),
+        None => println!("peak RSS: unknown (no /proc/self/status)"),
+    }
+}
+
+/// The process's peak resident set size (VmHWM), in KiB, where /proc is available.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_text_sweep_gives_a_sane_table() {
+        let opts = RewardOpts {
+            task: TaskKind::Text,
+            labels: vec![30, 60],
+            seeds: 1,
+            steps: Some(20),
+            temperature: 1.0,
+            test_pairs: Some(100),
+            threads: 1,
+        };
+        let rows = run(&opts).unwrap();
+        assert_eq!(rows.iter().map(|r| r.labels).collect::<Vec<_>>(), [30, 60]);
+        for r in &rows {
+            assert!((0.0..=1.0).contains(&r.mean_accuracy), "{r:?}");
+            assert!(r.min_accuracy <= r.mean_accuracy && r.mean_accuracy <= r.max_accuracy);
+            assert!(r.pairs_per_second > 0.0 && r.seconds > 0.0, "{r:?}");
+        }
+        assert!(peak_rss_kib().unwrap() > 0);
+    }
+}
