@@ -97,7 +97,7 @@ fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
 }
 
 async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow::Result<()> {
-    let db = Database::open(global).await?;
+    let db = Database::open_server(global).await?;
     let clips = clip_store(global)?;
     if with_demo {
         demo::seed(&db.pool, &clips)
@@ -208,7 +208,11 @@ async fn bench_submit(
             })
             .await??;
             let result = backflip::bench::submit(&pg.url("postgres"), opts).await;
-            tokio::task::spawn_blocking(move || pg.stop()).await??;
+            if pg.adopted() {
+                pg.keep_running(); // a server of ours is using it
+            } else {
+                tokio::task::spawn_blocking(move || pg.stop()).await??;
+            }
             result
         }
     }

@@ -28,6 +28,7 @@ pub struct EmbeddedPostgres {
     run_as: Option<User>,
     running: bool,
     keep: bool,
+    adopted: bool,
 }
 
 impl EmbeddedPostgres {
@@ -78,6 +79,7 @@ impl EmbeddedPostgres {
             run_as,
             running: false,
             keep: false,
+            adopted: false,
         };
         for dir in [&pg.cluster, &pg.socket_dir] {
             fs::create_dir_all(dir)?;
@@ -103,6 +105,7 @@ impl EmbeddedPostgres {
         }
         if self.is_running()? && self.wait_until_accepting()? {
             tracing::info!(cluster = %self.cluster.display(), "adopted the running PostgreSQL");
+            self.adopted = true;
         } else {
             self.write_conf()?;
             // pg_ctl clears a stale postmaster.pid (crash) by itself: the pid in it is not alive.
@@ -149,6 +152,12 @@ impl EmbeddedPostgres {
     /// processes); `stop` still stops it.
     pub fn keep_running(&mut self) {
         self.keep = true;
+    }
+
+    /// Whether the server was already running when this handle started (another
+    /// process of ours runs it, or one crashed and left it running).
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// The cluster directory (`<data dir>/postgres`).

@@ -14,14 +14,29 @@ use embedded::EmbeddedPostgres;
 pub struct Database {
     pub pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
+    /// Stop the embedded cluster on close even if it was already running
+    /// (`serve` after a crash of ours); other commands leave a cluster they
+    /// found running alone, since a server may be using it.
+    owner: bool,
 }
 
 /// The database the embedded cluster keeps Backflip's data in.
 pub const EMBEDDED_DATABASE: &str = "backflip";
 
 impl Database {
-    /// Connect (starting the embedded cluster when no URL is configured) and migrate.
+    /// Connect (starting the embedded cluster when no URL is configured) and migrate,
+    /// as a short-lived command.
     pub async fn open(opts: &GlobalOpts) -> anyhow::Result<Self> {
+        Self::open_with(opts, false).await
+    }
+
+    /// As [`open`](Self::open), for the server, which owns the embedded cluster:
+    /// it stops it on shutdown even when it found it running.
+    pub async fn open_server(opts: &GlobalOpts) -> anyhow::Result<Self> {
+        Self::open_with(opts, true).await
+    }
+
+    async fn open_with(opts: &GlobalOpts, owner: bool) -> anyhow::Result<Self> {
         let (url, embedded) = match &opts.database_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -34,13 +49,22 @@ impl Database {
         };
         let pool = pool(&url, opts.db_pool).await?;
         migrate(&pool).await?;
-        Ok(Database { pool, embedded })
+        Ok(Database {
+            pool,
+            embedded,
+            owner,
+        })
     }
 
     /// Close the pool, then stop the embedded cluster if we run one.
     pub async fn close(mut self) {
         self.pool.close().await;
         if let Some(mut pg) = self.embedded.take() {
+            if pg.adopted() && !self.owner {
+                // Someone else's server: leave it running.
+                pg.keep_running();
+                return;
+            }
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = pg.stop() {
                     tracing::warn!(error = %e, "stopping the embedded PostgreSQL");

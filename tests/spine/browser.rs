@@ -322,19 +322,28 @@ async fn gif_pairs_play_in_sync_and_record_replays() {
     b.goto("/projects/kbgif/label").await;
 
     let first = b.wait_new_pair("").await;
+    // A quarter speed (before the clips are even decoded) keeps the first pass
+    // long, so the steps below happen before it could have played through.
+    b.press(&['[', '[']).await;
     b.until(
         "decoded clips",
         "return document.getElementById('clip-controls').dataset.ready === 'true'",
     )
     .await;
-    // Pause, then step three frames: both clips show the same frame.
+    // Pause, then step: both clips show the same frame, three frames on, then one back.
+    let frames_js = "return [...document.querySelectorAll('#left canvas, #right canvas')].map(c => Number(c.dataset.frame))";
     b.press(&['p']).await;
+    let start = b.js(frames_js).await;
+    assert_eq!(start[0], start[1], "one clock");
+    let f0 = start[0].as_u64().unwrap();
     b.press(&['.', '.', '.']).await;
-    let frames = b.js("return [...document.querySelectorAll('#left canvas, #right canvas')].map(c => c.dataset.frame)").await;
-    assert_eq!(frames, json!(["3", "3"]), "both clips step together");
+    assert_eq!(
+        b.js(frames_js).await,
+        json!([(f0 + 3) % 20, (f0 + 3) % 20]),
+        "both clips step together"
+    );
     b.press(&[',']).await;
-    let frames = b.js("return [...document.querySelectorAll('#left canvas, #right canvas')].map(c => c.dataset.frame)").await;
-    assert_eq!(frames, json!(["2", "2"]));
+    assert_eq!(b.js(frames_js).await, json!([(f0 + 2) % 20, (f0 + 2) % 20]));
     b.screenshot("label-gif.png").await;
     // Replay (space), answer at once: one replay, answered before the clips ended.
     b.press(&[' ']).await;
@@ -345,7 +354,8 @@ async fn gif_pairs_play_in_sync_and_record_replays() {
         "return document.getElementById('clip-controls').dataset.ready === 'true'",
     )
     .await;
-    // Let the 1.6 s clips play through, then answer.
+    // Back to 1× (the speed carries over), let the 1.6 s clips play through, then answer.
+    b.press(&[']', ']']).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     b.press(&[Key::Right.into()]).await;
     b.until(

@@ -246,14 +246,10 @@ fn embedded_postgres_when_no_database_url() {
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim().len(), 64);
     // Stopped on exit: no server left running for this data dir.
-    let status = Command::new("pg_ctl")
-        .arg("status")
-        .arg("-D")
-        .arg(data.join("postgres"))
-        .output();
-    if let Ok(s) = status {
-        assert!(!s.status.success(), "the embedded server should be stopped");
-    }
+    assert!(
+        !postgres_running_in(&data),
+        "the embedded server should be stopped"
+    );
     // The user persisted across runs: creating it again is refused.
     let out = backflip()
         .arg("--data-dir")
@@ -290,4 +286,95 @@ async fn demo_seeding_is_idempotent() {
             .unwrap()
             .is_some()
     );
+}
+
+/// A command run while the server uses the embedded cluster leaves it running.
+#[test]
+fn a_command_does_not_stop_the_servers_embedded_database() {
+    let parent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("shared-")
+        .tempdir_in(&parent)
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = backflip()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "serve",
+            "--workers",
+            "0",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .spawn()
+        .unwrap();
+    let ready = || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                use std::io::Read;
+                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not become ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = backflip()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "user",
+            "create",
+            "--name",
+            "while-serving",
+            "--role",
+            "lead",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ready(), "the server's database must still be up");
+    assert!(postgres_running_in(&data));
+    // The server, asked to stop, stops its cluster.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success());
+    assert!(!postgres_running_in(&data), "stopped with the server");
+}
+
+/// Whether a process runs with this data dir on its command line (pg_ctl
+/// itself refuses to run as root, so ask /proc).
+fn postgres_running_in(dir: &std::path::Path) -> bool {
+    let needle = dir.join("postgres").to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(&needle))
 }
