@@ -2,7 +2,7 @@
 //! Each resource module owns its routes; this file only merges them.
 
 mod api;
-mod charts;
+pub(crate) mod charts;
 mod error;
 mod extract;
 mod pages;

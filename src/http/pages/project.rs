@@ -1,224 +1,13 @@
-//! Server-rendered pages for leads (and the minimal labeling form for raters):
-//! login, project list, create/edit, overview with import, clips, members and invites.
-//! Every form post carries the session's CSRF token.
+//! The lead's project pages: create and edit, the overview with import, clips,
+//! members, invites and the reward model.
 
-use askama::Template;
-use askama_web::WebTemplate;
-use axum::{
-    Router,
-    extract::{DefaultBodyLimit, Multipart, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
-    response::{IntoResponse, Redirect, Response},
-    routing::{get, post},
-};
-use serde::Deserialize;
-
-use super::{
-    AppState,
-    api::base_url,
-    extract::{Form, PageSession, Path, SESSION_COOKIE, constant_eq, cookie},
-};
-use crate::{
-    auth,
-    error::{Error, LineError},
-    import::{self, ImportReport},
-    labeling::{self, JudgmentInput, NextPair},
-    projects::{self, Access, Member, MemberRole, Project, ProjectSettings, ProjectSummary, Stats},
-    rater::{self, Progress},
-};
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(home))
-        .route("/login", get(login_form).post(login))
-        .route("/logout", post(logout))
-        .route("/projects/new", get(new_project_form).post(new_project))
-        .route("/projects/{slug}", get(overview))
-        .route("/projects/{slug}/edit", get(edit_form).post(edit))
-        .route(
-            "/projects/{slug}/upload",
-            post(upload).layer(DefaultBodyLimit::max(256 << 20)),
-        )
-        .route("/projects/{slug}/members", post(add_member))
-        .route("/projects/{slug}/invites", post(invite))
-        .route("/projects/{slug}/train", post(train))
-        .route("/projects/{slug}/label", get(label_page).post(label))
-        .route("/projects/{slug}/warning", post(accept_warning))
-        .route("/projects/{slug}/report", post(report))
-        .route("/invite/{code}", get(invite_form).post(accept_invite))
-}
-
-/// Why a page could not be shown: not logged in (go to the login form), or an error page.
-pub enum PageError {
-    Login,
-    Error(Error),
-}
-
-impl<E: Into<Error>> From<E> for PageError {
-    fn from(e: E) -> Self {
-        PageError::Error(e.into())
-    }
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "error.html")]
-struct ErrorPage {
-    status: u16,
-    message: String,
-    user: Option<String>,
-    csrf: String,
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        match self {
-            PageError::Login => Redirect::to("/login").into_response(),
-            PageError::Error(e) => {
-                let status = super::error::status(&e);
-                if let Error::Internal(cause) = &e {
-                    tracing::error!(error = ?cause, "internal error");
-                }
-                let page = ErrorPage {
-                    status: status.as_u16(),
-                    message: e.to_string(),
-                    user: None,
-                    csrf: String::new(),
-                };
-                (status, page).into_response()
-            }
-        }
-    }
-}
-
-type PageResult<T = Response> = Result<T, PageError>;
-
-/// The signed-in user's name and CSRF token, for the layout's header.
-struct Chrome {
-    user: Option<String>,
-    csrf: String,
-}
-
-fn chrome(s: &PageSession) -> Chrome {
-    Chrome {
-        user: Some(s.user().name.clone()),
-        csrf: s.session.csrf.clone(),
-    }
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "projects.html")]
-struct ProjectsPage {
-    user: Option<String>,
-    csrf: String,
-    projects: Vec<ProjectSummary>,
-    can_create: bool,
-}
-
-async fn home(State(state): State<AppState>, s: PageSession) -> PageResult<ProjectsPage> {
-    let projects = projects::list_for(&state.pool, s.user()).await?;
-    let c = chrome(&s);
-    Ok(ProjectsPage {
-        user: c.user,
-        csrf: c.csrf,
-        projects,
-        can_create: matches!(s.user().role, auth::Role::Admin | auth::Role::Lead),
-    })
-}
-
-// ---- login and logout ----
-
-const LOGIN_CSRF_COOKIE: &str = "backflip_login_csrf";
-
-#[derive(Template, WebTemplate)]
-#[template(path = "login.html")]
-struct LoginPage {
-    user: Option<String>,
-    csrf: String,
-    error: Option<String>,
-}
-
-/// The login form. Its CSRF token is a double-submit cookie, as there is no session yet.
-async fn login_form() -> Response {
-    let csrf = auth::new_secret();
-    let cookie = format!("{LOGIN_CSRF_COOKIE}={csrf}; Path=/; HttpOnly; SameSite=Strict");
-    (
-        [(header::SET_COOKIE, cookie)],
-        LoginPage {
-            user: None,
-            csrf,
-            error: None,
-        },
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    name: String,
-    password: String,
-    csrf: String,
-}
-
-async fn login(
-    State(state): State<AppState>,
-    parts: Parts,
-    Form(form): Form<LoginForm>,
-) -> PageResult {
-    let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
-    if expected.is_empty() || !constant_eq(expected, &form.csrf) {
-        return Err(Error::forbidden("the login form expired; reload it and try again").into());
-    }
-    let Some(user) = auth::login(&state.pool, &form.name, &form.password).await? else {
-        let page = LoginPage {
-            user: None,
-            csrf: form.csrf,
-            error: Some("wrong name or password".into()),
-        };
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
-    };
-    start_session(&state, user.id, "/").await
-}
-
-async fn start_session(state: &AppState, user_id: uuid::Uuid, to: &str) -> PageResult {
-    let id = auth::create_session(&state.pool, user_id).await?;
-    let secure = if state.inner.secure_cookies() {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        auth::SESSION_TTL.whole_seconds()
-    );
-    let mut res = Redirect::to(to).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?,
-    );
-    Ok(res)
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
-}
-
-async fn logout(
-    State(state): State<AppState>,
-    s: PageSession,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    s.check_csrf(&form.csrf)?;
-    auth::delete_session(&state.pool, &s.id).await?;
-    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
-    Ok(([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response())
-}
+use super::*;
 
 // ---- creating and editing projects ----
 
 #[derive(Template, WebTemplate)]
 #[template(path = "project_form.html")]
-struct ProjectFormPage {
+pub(super) struct ProjectFormPage {
     user: Option<String>,
     csrf: String,
     editing: bool,
@@ -228,7 +17,7 @@ struct ProjectFormPage {
 
 /// The project settings form. Checkboxes arrive only when ticked, numbers as text.
 #[derive(Deserialize, Default, Clone)]
-struct SettingsForm {
+pub(super) struct SettingsForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
@@ -319,7 +108,7 @@ impl SettingsForm {
     }
 }
 
-async fn new_project_form(s: PageSession) -> ProjectFormPage {
+pub(super) async fn new_project_form(s: PageSession) -> ProjectFormPage {
     let c = chrome(&s);
     let mut f = SettingsForm::from_project(&placeholder_project());
     f.slug.clear();
@@ -356,7 +145,7 @@ fn placeholder_project() -> Project {
     }
 }
 
-async fn new_project(
+pub(super) async fn new_project(
     State(state): State<AppState>,
     s: PageSession,
     Form(f): Form<SettingsForm>,
@@ -383,7 +172,7 @@ async fn new_project(
     }
 }
 
-async fn edit_form(
+pub(super) async fn edit_form(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
@@ -401,7 +190,7 @@ async fn edit_form(
     })
 }
 
-async fn edit(
+pub(super) async fn edit(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
@@ -438,7 +227,7 @@ async fn edit(
 
 #[derive(Template, WebTemplate)]
 #[template(path = "project.html")]
-struct OverviewPage {
+pub(super) struct OverviewPage {
     user: Option<String>,
     csrf: String,
     project: Project,
@@ -461,7 +250,7 @@ struct OverviewPage {
 /// The reward-model charts: every version's held-out accuracy by its training
 /// pairs, and the current version's calibration and loss curve.
 fn model_charts(versions: &[crate::reward::store::ModelVersion]) -> Vec<String> {
-    use super::charts;
+    use crate::http::charts;
     let mut by_labels: Vec<(f64, f64)> = versions
         .iter()
         .filter_map(|v| {
@@ -496,7 +285,7 @@ fn model_charts(versions: &[crate::reward::store::ModelVersion]) -> Vec<String> 
 }
 
 /// A reward-model version as the overview lists it.
-struct ModelRow {
+pub(super) struct ModelRow {
     version: i32,
     kind: String,
     current: bool,
@@ -584,7 +373,7 @@ impl OverviewPage {
     }
 }
 
-async fn overview(
+pub(super) async fn overview(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
@@ -595,7 +384,7 @@ async fn overview(
 
 /// One form for both uploads: GIF clips (`clips` parts) and a JSONL file (`pairs` part).
 /// Clips are stored first, so the same upload can carry the pairs that name them.
-async fn upload(
+pub(super) async fn upload(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
@@ -676,13 +465,13 @@ async fn upload(
 }
 
 #[derive(Deserialize)]
-struct MemberForm {
+pub(super) struct MemberForm {
     csrf: String,
     user: String,
     role: String,
 }
 
-async fn add_member(
+pub(super) async fn add_member(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
@@ -698,12 +487,12 @@ async fn add_member(
 }
 
 #[derive(Deserialize)]
-struct InviteForm {
+pub(super) struct InviteForm {
     csrf: String,
     role: String,
 }
 
-async fn invite(
+pub(super) async fn invite(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
@@ -721,229 +510,8 @@ async fn invite(
     Ok(page)
 }
 
-// ---- accepting an invite ----
-
-#[derive(Template, WebTemplate)]
-#[template(path = "invite.html")]
-struct InvitePage {
-    user: Option<String>,
-    csrf: String,
-    project: String,
-    code: String,
-    error: Option<String>,
-}
-
-async fn invite_form(State(state): State<AppState>, Path(code): Path<String>) -> PageResult {
-    let project = projects::invite_project(&state.pool, &code).await?;
-    let csrf = auth::new_secret();
-    let cookie = format!("{LOGIN_CSRF_COOKIE}={csrf}; Path=/; HttpOnly; SameSite=Strict");
-    let page = InvitePage {
-        user: None,
-        csrf,
-        project: project.name,
-        code,
-        error: None,
-    };
-    Ok(([(header::SET_COOKIE, cookie)], page).into_response())
-}
-
-#[derive(Deserialize)]
-struct AcceptForm {
-    csrf: String,
-    name: String,
-    password: String,
-}
-
-async fn accept_invite(
-    State(state): State<AppState>,
-    Path(code): Path<String>,
-    parts: Parts,
-    Form(f): Form<AcceptForm>,
-) -> PageResult {
-    let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
-    if expected.is_empty() || !constant_eq(expected, &f.csrf) {
-        return Err(Error::forbidden("the form expired; reload it and try again").into());
-    }
-    match projects::accept_invite(&state.pool, &code, f.name.trim(), &f.password).await {
-        Ok(user) => start_session(&state, user.id, "/").await,
-        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
-            let project = projects::invite_project(&state.pool, &code).await?;
-            let page = InvitePage {
-                user: None,
-                csrf: f.csrf,
-                project: project.name,
-                code,
-                error: Some(e.to_string()),
-            };
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-// ---- the labeling page (a plain form, enhanced by static/label.js) ----
-
-#[derive(Template, WebTemplate)]
-#[template(path = "label.html")]
-struct LabelPage {
-    user: Option<String>,
-    csrf: String,
-    project: Project,
-    instructions_html: String,
-    pair: Option<NextPair>,
-    /// The pair as JSON, for the script (escaped into an attribute).
-    pair_json: String,
-    progress: Progress,
-    /// 1..=strength_scale, empty without a scale.
-    strength_levels: Vec<i32>,
-    warning: Option<String>,
-    break_message: Option<String>,
-    error: Option<String>,
-}
-
-impl LabelPage {
-    /// The page with the rater's next pair, or the content warning, break or
-    /// "nothing left" screen in its place.
-    async fn load(
-        state: &AppState,
-        s: &PageSession,
-        access: Access,
-        error: Option<String>,
-    ) -> Result<Self, Error> {
-        let (mut warning, mut break_message) = (None, None);
-        let pair = match labeling::next(&state.pool, &access).await {
-            Ok(pair) => pair,
-            Err(Error::Conflict {
-                code: "content_warning",
-                ..
-            }) => {
-                warning = access.project.content_warning.clone();
-                None
-            }
-            Err(Error::Conflict {
-                code: "break_time",
-                message,
-            }) => {
-                break_message = Some(message);
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        let progress = rater::progress(&state.pool, &access).await?;
-        let pair_json = match &pair {
-            Some(p) => serde_json::to_string(p).map_err(anyhow::Error::from)?,
-            None => String::new(),
-        };
-        let c = chrome(s);
-        Ok(LabelPage {
-            user: c.user,
-            csrf: c.csrf,
-            instructions_html: projects::render_markdown(&access.project.instructions),
-            strength_levels: (1..=access.project.strength_scale.unwrap_or(0)).collect(),
-            project: access.project,
-            pair,
-            pair_json,
-            progress,
-            warning,
-            break_message,
-            error,
-        })
-    }
-}
-
-async fn label_page(
-    State(state): State<AppState>,
-    s: PageSession,
-    Path(slug): Path<String>,
-) -> PageResult<LabelPage> {
-    let access = projects::access(&state.pool, s.user(), &slug)
-        .await?
-        .require_label()?;
-    Ok(LabelPage::load(&state, &s, access, None).await?)
-}
-
-#[derive(Deserialize)]
-struct LabelForm {
-    csrf: String,
-    assignment_id: uuid::Uuid,
-    choice: String,
-    #[serde(default)]
-    rationale: Option<String>,
-    #[serde(default)]
-    strength: Option<String>,
-}
-
-/// The form's answer (without JavaScript).
-async fn label(
-    State(state): State<AppState>,
-    s: PageSession,
-    Path(slug): Path<String>,
-    Form(f): Form<LabelForm>,
-) -> PageResult {
-    s.check_csrf(&f.csrf)?;
-    let access = projects::access(&state.pool, s.user(), &slug)
-        .await?
-        .require_label()?;
-    let input = JudgmentInput {
-        choice: f.choice,
-        strength: f.strength.as_deref().and_then(|v| v.parse().ok()),
-        rationale: f.rationale.filter(|r| !r.trim().is_empty()),
-        content_flag: false,
-        flag_reason: None,
-        duration_ms: None,
-        replays: None,
-        answered_before_clip_end: None,
-    };
-    // The assignment id doubles as the idempotency key: a resubmitted form stores nothing new.
-    let key = format!("form-{}", f.assignment_id);
-    match labeling::submit(&state.pool, s.user(), f.assignment_id, &input, Some(&key)).await {
-        Ok(_) => Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response()),
-        Err(e @ (Error::Invalid { .. } | Error::Gone { .. } | Error::Conflict { .. })) => {
-            let page = LabelPage::load(&state, &s, access, Some(e.to_string())).await?;
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn accept_warning(
-    State(state): State<AppState>,
-    s: PageSession,
-    Path(slug): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    s.check_csrf(&f.csrf)?;
-    let access = projects::access(&state.pool, s.user(), &slug)
-        .await?
-        .require_label()?;
-    rater::accept_warning(&state.pool, &access).await?;
-    Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response())
-}
-
-#[derive(Deserialize)]
-struct ReportForm {
-    csrf: String,
-    assignment_id: uuid::Uuid,
-    reason: String,
-}
-
-/// "Report and skip" without JavaScript.
-async fn report(
-    State(state): State<AppState>,
-    s: PageSession,
-    Path(slug): Path<String>,
-    Form(f): Form<ReportForm>,
-) -> PageResult {
-    s.check_csrf(&f.csrf)?;
-    projects::access(&state.pool, s.user(), &slug)
-        .await?
-        .require_label()?;
-    rater::report(&state.pool, s.user(), f.assignment_id, &f.reason).await?;
-    Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response())
-}
-
 /// The lead's "Retrain now" button.
-async fn train(
+pub(super) async fn train(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
