@@ -206,8 +206,11 @@ pub async fn enqueue_training_if_due(
                     select 1 from judgments j
                     where j.project_id = p.id
                       and j.created_at > coalesce(
-                          (select max(coalesce(started_at, created_at)) from jobs
-                           where project_id = p.id and kind = 'train'),
+                          -- the newest train job only (an index probe on the hot
+                          -- path): jobs run in order, so its start bounds the data seen
+                          (select coalesce(started_at, created_at) from jobs
+                           where project_id = p.id and kind = 'train'
+                           order by created_at desc limit 1),
                           '-infinity')
                     limit p.train_every) recent) >= p.train_every
          on conflict (project_id, kind) where status = 'queued' do nothing",

@@ -6,6 +6,18 @@ use super::*;
 
 const LOGIN_CSRF_COOKIE: &str = "backflip_login_csrf";
 
+/// The CSRF check of the forms shown before there is a session (login, invite):
+/// the token in the form must match the double-submit cookie set with it.
+fn check_form_cookie(parts: &Parts, sent: &str) -> Result<(), Error> {
+    let expected = cookie(parts, LOGIN_CSRF_COOKIE).unwrap_or("");
+    if expected.is_empty() || !constant_eq(expected, sent) {
+        return Err(Error::forbidden(
+            "the form expired; reload it and try again",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
 pub(super) struct LoginPage {
@@ -41,10 +53,7 @@ pub(super) async fn login(
     parts: Parts,
     Form(form): Form<LoginForm>,
 ) -> PageResult {
-    let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
-    if expected.is_empty() || !constant_eq(expected, &form.csrf) {
-        return Err(Error::forbidden("the login form expired; reload it and try again").into());
-    }
+    check_form_cookie(&parts, &form.csrf)?;
     let Some(user) = auth::login(&state.pool, &form.name, &form.password).await? else {
         let page = LoginPage {
             user: None,
@@ -128,10 +137,7 @@ pub(super) async fn accept_invite(
     parts: Parts,
     Form(f): Form<AcceptForm>,
 ) -> PageResult {
-    let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
-    if expected.is_empty() || !constant_eq(expected, &f.csrf) {
-        return Err(Error::forbidden("the form expired; reload it and try again").into());
-    }
+    check_form_cookie(&parts, &f.csrf)?;
     match projects::accept_invite(&state.pool, &code, f.name.trim(), &f.password).await {
         Ok(user) => start_session(&state, user.id, "/").await,
         Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
