@@ -362,7 +362,8 @@ mod tests {
     fn temp_dir() -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("pg-test-")
-            .tempdir_in(env!("CARGO_MANIFEST_DIR"));
+            // /tmp, not the checkout: the postgres user may not be able to reach that.
+            .tempdir_in(std::env::temp_dir());
         let dir = dir.unwrap();
         // tempfile makes 0700 folders, which the postgres user could not enter.
         fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();

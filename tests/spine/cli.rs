@@ -197,7 +197,8 @@ async fn import_reads_clips_from_a_folder() {
 /// stops it on exit, and finds the initialised cluster again next time.
 #[test]
 fn embedded_postgres_when_no_database_url() {
-    let parent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    // /tmp, not the checkout: the postgres user (root runs the cluster as it) may not reach that.
+    let parent = std::env::temp_dir();
     std::fs::create_dir_all(&parent).unwrap();
     let dir = tempfile::Builder::new()
         .prefix("embedded-")
@@ -291,7 +292,8 @@ async fn demo_seeding_is_idempotent() {
 /// A command run while the server uses the embedded cluster leaves it running.
 #[test]
 fn a_command_does_not_stop_the_servers_embedded_database() {
-    let parent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    // /tmp, not the checkout: the postgres user (root runs the cluster as it) may not reach that.
+    let parent = std::env::temp_dir();
     std::fs::create_dir_all(&parent).unwrap();
     let dir = tempfile::Builder::new()
         .prefix("shared-")
