@@ -42,6 +42,9 @@ pub struct BenchOpts {
     /// progress in the same process (one training thread, as `serve` runs it).
     #[arg(long)]
     pub with_training: bool,
+    /// Niceness of that training thread (the service's: 10; 0 to compare without).
+    #[arg(long, default_value_t = 10)]
+    pub training_nice: u32,
 }
 
 const BENCH_DB: &str = "backflip_bench";
@@ -118,7 +121,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     for &n in &opts.raters {
         for &training in modes {
             let trainer = match training {
-                true => Some(start_training(&pool, &dir).await?),
+                true => Some(start_training(&pool, &dir, opts.training_nice).await?),
                 false => None,
             };
             let r = level(&client, &base, &tokens[..n], opts.seconds).await;
@@ -344,7 +347,11 @@ type Trainer = (
 );
 
 /// Start a worker in this process on a training run long enough to outlast a level.
-async fn start_training(pool: &PgPool, dir: &std::path::Path) -> anyhow::Result<Trainer> {
+async fn start_training(
+    pool: &PgPool,
+    dir: &std::path::Path,
+    nice: u32,
+) -> anyhow::Result<Trainer> {
     let project: uuid::Uuid = sqlx::query_scalar("select id from projects where slug = 'bench'")
         .fetch_one(pool)
         .await?;
@@ -356,7 +363,8 @@ async fn start_training(pool: &PgPool, dir: &std::path::Path) -> anyhow::Result<
         &mut conn,
         "train",
         Some(project),
-        serde_json::json!({"steps": 1_000_000}),
+        // Early stopping off, so the run outlasts the level.
+        serde_json::json!({"steps": 1_000_000, "early_stopping": false, "nice": nice}),
     )
     .await?;
     drop(conn);

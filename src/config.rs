@@ -74,6 +74,18 @@ pub enum Command {
     Worker(WorkerOpts),
     /// Queue a reward-model training run for a project.
     Train(TrainOpts),
+    /// Score rollouts with a project's current reward model.
+    ///
+    /// Reads JSONL from FILE (or stdin when FILE is absent or `-`), one rollout per line:
+    /// `{"text": "..."}`, `{"features": [...]}` or `{"rollout_id": "<uuid>"}` (a stored
+    /// rollout; the way to score a clip). Writes one JSON line per input, in order:
+    /// `{"mean": .., "std": .., "members": [..]}` — the ensemble's mean reward, its spread
+    /// and each member's. The model version used goes to stderr. A bad line stops the
+    /// command before anything is written, naming the line.
+    Score(ScoreOpts),
+    /// Reward-model versions: export one to use it outside Backflip.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Measure: simulated raters over HTTP, next → judgment, with a PostgreSQL baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -150,6 +162,35 @@ pub struct TrainOpts {
     pub here: bool,
     #[command(flatten)]
     pub jobs: JobOpts,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScoreOpts {
+    /// Slug of the project whose current reward model scores.
+    #[arg(long)]
+    pub project: String,
+    /// JSONL file of rollouts; `-` or absent: stdin.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Write a version's weights (`model.safetensors`), `config.json` and a `README.md`
+    /// saying how to compute rewards from them into a directory.
+    Export(ModelExportOpts),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelExportOpts {
+    /// Slug of the project.
+    #[arg(long)]
+    pub project: String,
+    /// Directory to write into (created if missing; the three files are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Version number to export (default: the current version).
+    #[arg(long)]
+    pub version: Option<i32>,
 }
 
 #[derive(Args, Debug, Clone)]

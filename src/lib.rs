@@ -23,6 +23,8 @@ pub mod import;
 pub mod jobs;
 /// Assignment of pairs to raters and storage of their judgments.
 pub mod labeling;
+/// Policies ranked by Bradley–Terry strength from the judgments, with bootstrap intervals.
+pub mod leaderboard;
 /// Reward models with Burn: features, networks, ensembles, training, scoring.
 pub mod ml;
 /// Projects, their settings and members.

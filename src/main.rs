@@ -8,8 +8,8 @@ use backflip::{
     auth::User,
     clips::ClipStore,
     config::{
-        BenchCommand, Cli, Command, GlobalOpts, ImportOpts, ServeOpts, TrainOpts, UserCommand,
-        WorkerOpts,
+        BenchCommand, Cli, Command, GlobalOpts, ImportOpts, ModelCommand, ModelExportOpts,
+        ScoreOpts, ServeOpts, TrainOpts, UserCommand, WorkerOpts,
     },
     db::Database,
     demo,
@@ -81,6 +81,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(opts) => simulate(&global, opts).await,
         Command::Worker(opts) => worker(&global, opts).await,
         Command::Train(opts) => train(&global, opts).await,
+        Command::Score(opts) => score(&global, opts).await,
+        Command::Model(ModelCommand::Export(opts)) => export_model(&global, opts).await,
     }
 }
 
@@ -326,6 +328,116 @@ async fn train(global: &GlobalOpts, opts: TrainOpts) -> anyhow::Result<()> {
             }
             _ => anyhow::bail!("training failed: {}", row.error.unwrap_or_default()),
         }
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+async fn score(global: &GlobalOpts, opts: ScoreOpts) -> anyhow::Result<()> {
+    use backflip::reward::score::{self, ScoreInput, ScoreRequest};
+    let input: Box<dyn BufRead> = match opts.file.as_deref() {
+        None => Box::new(std::io::stdin().lock()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        )),
+    };
+    // Every line is checked before anything is scored or written.
+    let mut rollouts = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("line {}: cannot read", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: ScoreInput = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "line {}: expected {{\"text\"}}, {{\"features\"}} or {{\"rollout_id\"}}",
+                n + 1
+            )
+        })?;
+        rollouts.push((n + 1, r));
+    }
+    anyhow::ensure!(!rollouts.is_empty(), "no rollouts to score");
+    let db = Database::open(global).await?;
+    let result = async {
+        let project = projects::by_slug(&db.pool, &opts.project)
+            .await
+            .map_err(user_error)?;
+        let (store, cache) = (clip_store(global)?, reward::ModelCache::default());
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut shown = false;
+        let mut rest = rollouts;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(score::MAX_SCORE));
+            let first_line = rest[0].0;
+            let lines: Vec<usize> = rest.iter().map(|(n, _)| *n).collect();
+            let req = ScoreRequest {
+                rollouts: rest.into_iter().map(|(_, r)| r).collect(),
+            };
+            let res = score::score(&db.pool, &store, &cache, &project, req)
+                .await
+                .map_err(|e| {
+                    // Errors name rollouts[i] of the batch: say which line that was.
+                    let msg = e.to_string();
+                    let line = msg
+                        .strip_prefix("rollouts[")
+                        .and_then(|m| m.split(']').next())
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .and_then(|i| lines.get(i));
+                    match line {
+                        Some(l) => anyhow::anyhow!(
+                            "line {l}: {}",
+                            msg.split_once(": ").map_or(&*msg, |x| x.1)
+                        ),
+                        None => anyhow::anyhow!("{msg} (batch from line {first_line})"),
+                    }
+                })?;
+            if !shown {
+                eprintln!(
+                    "model {} (version {}, {})",
+                    res.model.id, res.model.version, res.model.kind
+                );
+                shown = true;
+            }
+            for r in &res.rewards {
+                serde_json::to_writer(&mut out, r)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+            }
+            rest = tail;
+        }
+        std::io::Write::flush(&mut out)?;
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+async fn export_model(global: &GlobalOpts, opts: ModelExportOpts) -> anyhow::Result<()> {
+    let db = Database::open(global).await?;
+    let result = async {
+        let project = projects::by_slug(&db.pool, &opts.project)
+            .await
+            .map_err(user_error)?;
+        let export = reward::export::export(&db.pool, &clip_store(global)?, &project, opts.version)
+            .await
+            .map_err(user_error)?;
+        std::fs::create_dir_all(&opts.out)
+            .with_context(|| format!("cannot create {}", opts.out.display()))?;
+        let files: [(&str, Vec<u8>); 3] = [
+            ("model.safetensors", export.safetensors),
+            ("config.json", serde_json::to_vec_pretty(&export.config)?),
+            ("README.md", reward::export::README.as_bytes().to_vec()),
+        ];
+        for (name, bytes) in files {
+            let path = opts.out.join(name);
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("{}", path.display());
+        }
+        eprintln!("exported version {} of {}", export.version, project.slug);
+        anyhow::Ok(())
     }
     .await;
     db.close().await;

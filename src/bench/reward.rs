@@ -12,8 +12,8 @@ use rand::rngs::StdRng;
 
 use crate::clips::{ClipLimits, decode_gif};
 use crate::ml::{
-    self, Clip, ClipReward, ClipRewardConfig, Example, MlpReward, MlpRewardConfig, RewardModel,
-    TEXT_FEATURE_DIM, TrainingConfig, data::Preference, features::text_features,
+    self, Clip, ClipReward, Example, MlpReward, MlpRewardConfig, RewardModel, TEXT_FEATURE_DIM,
+    TrainingConfig, data::Preference, features::text_features,
 };
 use crate::reward::data::training_clip;
 use crate::simulate::{GifTask, Rater, RaterConfig, Side, TaskKind, TextTask, derive_seed};
@@ -43,6 +43,27 @@ pub struct RewardOpts {
     /// Threads of each training run (the service trains with 1).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// L2 penalty instead of the service's (e.g. 0 to compare without).
+    #[arg(long)]
+    pub l2: Option<f64>,
+    /// Early-stopping evaluation interval instead of the service's (0: no early stopping).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+}
+
+impl RewardOpts {
+    /// The service's configuration with this command's overrides.
+    fn tune(&self, cfg: TrainingConfig) -> TrainingConfig {
+        let cfg = cfg.with_threads(self.threads);
+        let cfg = match self.l2 {
+            Some(l2) => cfg.with_l2(l2),
+            None => cfg,
+        };
+        match self.eval_every {
+            Some(e) => cfg.with_eval_every(e),
+            None => cfg,
+        }
+    }
 }
 
 /// One line of the table: a label count over all seeds.
@@ -60,6 +81,8 @@ pub struct Row {
     pub pairs_per_second: f64,
     /// Seconds of optimisation per run, mean over seeds.
     pub seconds: f64,
+    /// Steps a member ran (fewer than asked when it stopped early), mean over members and seeds.
+    pub steps_run: f64,
 }
 
 /// Seed of the task itself and of the test pairs: fixed, so every row is measured on the
@@ -78,9 +101,7 @@ pub fn run(opts: &RewardOpts) -> anyhow::Result<Vec<Row>> {
                 let (ra, rb) = (task.reward(&a), task.reward(&b));
                 (text_features(&a), text_features(&b), ra, rb)
             };
-            let cfg = TrainingConfig::new()
-                .with_steps(steps)
-                .with_threads(opts.threads);
+            let cfg = opts.tune(crate::reward::job::vector_training().with_steps(steps));
             sweep::<MlpReward>(
                 opts,
                 &MlpRewardConfig::new(TEXT_FEATURE_DIM),
@@ -95,12 +116,8 @@ pub fn run(opts: &RewardOpts) -> anyhow::Result<Vec<Row>> {
                 let (a, b) = (gif_clip(rng), gif_clip(rng));
                 (a.0, b.0, a.1, b.1)
             };
-            // As the service trains clips: small batches (BURN.md: 2–8 pairs per step).
-            let cfg = TrainingConfig::new()
-                .with_batch_size(4)
-                .with_steps(steps)
-                .with_threads(opts.threads);
-            sweep::<ClipReward>(opts, &ClipRewardConfig::new(), cfg, max, 200, pair)
+            let cfg = opts.tune(crate::reward::job::clip_training().with_steps(steps));
+            sweep::<ClipReward>(opts, &crate::reward::job::clip_model(), cfg, max, 200, pair)
         }
     }
 }
@@ -141,7 +158,7 @@ where
         })
         .collect();
     let never = AtomicBool::new(false);
-    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); opts.labels.len()];
+    let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); opts.labels.len()];
     for seed in 0..opts.seeds {
         // Labels of one seed are drawn once; smaller counts take a prefix, so the curve
         // compares nested data sets rather than unrelated draws.
@@ -166,7 +183,9 @@ where
                 ml::train_ensemble::<M>(model, &cfg, &labelled[..n], &test, |_| {}, &never)?;
             let accuracy = report.metrics.and_then(|m| m.accuracy).unwrap_or(f64::NAN);
             let secs = report.elapsed.as_secs_f64();
-            runs[i].push((accuracy, report.pairs_seen as f64 / secs, secs));
+            let steps = report.member_steps.iter().sum::<usize>() as f64
+                / report.member_steps.len().max(1) as f64;
+            runs[i].push([accuracy, report.pairs_seen as f64 / secs, secs, steps]);
         }
     }
     Ok(opts
@@ -174,15 +193,15 @@ where
         .iter()
         .zip(runs)
         .map(|(&labels, r)| {
-            let mean =
-                |f: fn(&(f64, f64, f64)) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
+            let mean = |k: usize| r.iter().map(|x| x[k]).sum::<f64>() / r.len() as f64;
             Row {
                 labels,
-                mean_accuracy: mean(|x| x.0),
-                min_accuracy: r.iter().map(|x| x.0).fold(f64::INFINITY, f64::min),
-                max_accuracy: r.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max),
-                pairs_per_second: mean(|x| x.1),
-                seconds: mean(|x| x.2),
+                mean_accuracy: mean(0),
+                min_accuracy: r.iter().map(|x| x[0]).fold(f64::INFINITY, f64::min),
+                max_accuracy: r.iter().map(|x| x[0]).fold(f64::NEG_INFINITY, f64::max),
+                pairs_per_second: mean(1),
+                seconds: mean(2),
+                steps_run: mean(3),
             }
         })
         .collect())
@@ -191,24 +210,31 @@ where
 /// Prints the table for `rows` (and the process's peak memory) on stdout.
 pub fn print(opts: &RewardOpts, rows: &[Row]) {
     println!(
-        "backflip bench reward --task {}: {} seed(s), rater temperature {}, {} steps",
+        "backflip bench reward --task {}: {} seed(s), rater temperature {}, at most {} steps, l2 {}, early stopping {}",
         opts.task.as_str(),
         opts.seeds,
         opts.temperature,
-        opts.steps.unwrap_or(300)
+        opts.steps.unwrap_or(300),
+        opts.l2.map_or("as the service".into(), |v| v.to_string()),
+        match opts.eval_every {
+            None => "as the service".to_string(),
+            Some(0) => "off".to_string(),
+            Some(e) => format!("every {e} steps"),
+        }
     );
     println!(
-        "{:>7} {:>10} {:>13} {:>9} {:>9}",
-        "labels", "accuracy", "min–max", "pairs/s", "train s"
+        "{:>7} {:>10} {:>13} {:>9} {:>9} {:>9}",
+        "labels", "accuracy", "min–max", "pairs/s", "train s", "steps run"
     );
     for r in rows {
         println!(
-            "{:>7} {:>10.3} {:>13} {:>9.0} {:>9.1}",
+            "{:>7} {:>10.3} {:>13} {:>9.0} {:>9.1} {:>9.0}",
             r.labels,
             r.mean_accuracy,
             format!("{:.3}–{:.3}", r.min_accuracy, r.max_accuracy),
             r.pairs_per_second,
-            r.seconds
+            r.seconds,
+            r.steps_run
         );
     }
     match peak_rss_kib() {
@@ -238,6 +264,8 @@ mod tests {
             temperature: 1.0,
             test_pairs: Some(100),
             threads: 1,
+            l2: None,
+            eval_every: None,
         };
         let rows = run(&opts).unwrap();
         assert_eq!(rows.iter().map(|r| r.labels).collect::<Vec<_>>(), [30, 60]);

@@ -64,6 +64,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/projects/{slug}/models", get(models))
         .route("/api/v1/projects/{slug}/jobs", get(jobs))
         .route("/api/v1/projects/{slug}/reward", post(reward))
+        .route("/api/v1/projects/{slug}/leaderboard", get(leaderboard))
+        .route(
+            "/api/v1/projects/{slug}/model.safetensors",
+            get(model_weights),
+        )
         .route("/api/v1/assignments/{id}/judgment", post(submit_judgment))
         .route("/api/v1/assignments/{id}/report", post(report_content))
         .route("/api/v1/clips/{sha256}", get(get_clip))
@@ -86,7 +91,7 @@ pub struct ErrorBody {
     paths(
         me, create_user, list_projects, create_project, get_project, update_project,
         list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
-        submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward
+        submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward, model_weights, leaderboard
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -569,4 +574,65 @@ async fn reward(
     )
     .await?;
     Ok(axum::Json(res))
+}
+
+/// Which version of the reward model to export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelQuery {
+    version: Option<i32>,
+}
+
+/// The reward model's weights, every ensemble member in one SafeTensors file, with the
+/// configuration in the header's `backflip.config` metadata (leads, researchers). The
+/// current version, or `?version=N`. How to compute rewards from it:
+/// `docs/reward-model-export.md`.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/model.safetensors",
+    params(("version" = Option<i32>, Query, description = "a version number; default: the current one")),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn model_weights(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    query: std::result::Result<
+        axum::extract::Query<ModelQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_read()?;
+    let version = query.map_err(|e| Error::invalid(e.body_text()))?.0.version;
+    let export =
+        crate::reward::export::export(&state.pool, &state.clips, &access.project, version).await?;
+    let filename = format!(
+        "attachment; filename=\"{}-reward-v{}.safetensors\"",
+        access.project.slug, export.version
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, filename),
+        ],
+        export.safetensors,
+    )
+        .into_response())
+}
+
+/// Policies ranked by Bradley–Terry strength from the judgments, with 95% bootstrap
+/// intervals and the head-to-head win matrix (leads, researchers). Rollouts carry their
+/// policy from the import (`"policy"` of each side).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/leaderboard",
+    responses((status = 200, body = crate::leaderboard::Leaderboard), (status = 404, body = ErrorBody)))]
+async fn leaderboard(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<crate::leaderboard::Leaderboard>> {
+    let access = projects::access(&state.pool, &user, &slug)
+        .await?
+        .require_read()?;
+    Ok(axum::Json(
+        crate::leaderboard::for_project(&state.pool, access.project.id).await?,
+    ))
 }

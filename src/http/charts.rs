@@ -109,6 +109,63 @@ pub fn loss_curve(points: &[(f64, f64)]) -> Option<String> {
     )
 }
 
+/// Policies' strengths with their intervals, strongest on top; `None` when there are none.
+/// `rows`: (policy, strength, low, high).
+pub fn strengths(rows: &[(String, f64, f64, f64)]) -> Option<String> {
+    if rows.is_empty()
+        || rows
+            .iter()
+            .any(|r| !(r.1.is_finite() && r.2.is_finite() && r.3.is_finite()))
+    {
+        return None;
+    }
+    let lo = rows.iter().map(|r| r.2).fold(f64::MAX, f64::min);
+    let hi = rows.iter().map(|r| r.3).fold(f64::MIN, f64::max);
+    let pad = ((hi - lo) * 0.1).max(0.05);
+    let n = rows.len();
+    let height = (80 + 28 * n as u32).max(140);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (520, height)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Strength (log-odds) with 95% intervals", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(32)
+            .y_label_area_size(110)
+            .build_cartesian_2d((lo - pad)..(hi + pad), -0.5..(n as f64 - 0.5))
+            .ok()?;
+        // Row i from the top is the i-th strongest.
+        let y = |i: usize| (n - 1 - i) as f64;
+        chart
+            .configure_mesh()
+            .x_desc("strength")
+            .y_labels(n)
+            .y_label_formatter(&|v: &f64| {
+                let i = (n as f64 - 1.0 - v.round()) as usize;
+                rows.get(i).map(|r| r.0.clone()).unwrap_or_default()
+            })
+            .disable_y_mesh()
+            .light_line_style(RGBColor(235, 238, 242))
+            .draw()
+            .ok()?;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                PathElement::new(vec![(r.2, y(i)), (r.3, y(i))], BLUE.stroke_width(2))
+            }))
+            .ok()?;
+        chart
+            .draw_series(
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, r)| Circle::new((r.1, y(i)), 4, BLUE.filled())),
+            )
+            .ok()?;
+        root.present().ok()?;
+    }
+    Some(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

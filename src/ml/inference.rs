@@ -3,7 +3,7 @@
 //! A saved ensemble is a JSON manifest (model kind, config, ε) plus one burnpack blob per member,
 //! so each fits a `jsonb` / `bytea` column or an object-store key.
 
-use burn::store::ModuleRecord;
+use burn::store::{ModuleRecord, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
@@ -143,8 +143,8 @@ impl<M: RewardModel> Ensemble<M> {
             .collect())
     }
 
-    /// Serialises the manifest and every member's weights (burnpack, in memory).
-    pub fn save(&self) -> Result<SavedEnsemble> {
+    /// The manifest as JSON: `{"format", "kind", "model", "random_answer_rate", "members"}`.
+    pub fn manifest(&self) -> Result<String> {
         let manifest = Manifest {
             format: FORMAT,
             kind: M::KIND.to_string(),
@@ -152,8 +152,29 @@ impl<M: RewardModel> Ensemble<M> {
             random_answer_rate: self.random_answer_rate,
             members: self.members.len(),
         };
-        let manifest =
-            serde_json::to_string(&manifest).map_err(|e| MlError::Save(e.to_string()))?;
+        serde_json::to_string(&manifest).map_err(|e| MlError::Save(e.to_string()))
+    }
+
+    /// Every member's weights in one SafeTensors file, for use outside Backflip.
+    ///
+    /// Member `i`'s tensors are named `"{i}.{layer}.{weight|bias}"` (e.g. `0.hidden.weight`),
+    /// in Burn's layouts: a linear layer's weight is `[d_in, d_out]` (so `y = x·W + b`), a
+    /// convolution's `[c_out, c_in, k, k]`. `metadata` is stored in the file's header next to
+    /// `backflip.manifest` (this ensemble's [`manifest`](Self::manifest)).
+    pub fn to_safetensors(&self, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
+        let mut store =
+            SafetensorsStore::from_bytes(None).metadata("backflip.manifest", self.manifest()?);
+        for (key, value) in metadata {
+            store = store.metadata(*key, value.clone());
+        }
+        let save = |e: &dyn std::fmt::Display| MlError::Save(e.to_string());
+        self.members.save_into(&mut store).map_err(|e| save(&e))?;
+        store.get_bytes().map_err(|e| save(&e))
+    }
+
+    /// Serialises the manifest and every member's weights (burnpack, in memory).
+    pub fn save(&self) -> Result<SavedEnsemble> {
+        let manifest = self.manifest()?;
         let members = self
             .members
             .iter()

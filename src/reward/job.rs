@@ -39,17 +39,24 @@ fn train(ctx: &JobContext, store: &ClipStore) -> anyhow::Result<serde_json::Valu
         );
     }
     let kind = data::kind_for(&media, &rows);
-    // Hyper-parameters may be set per run in the job's payload (e.g. from tests
+    // Hyper-parameters may be set per run in the job's payload (e.g. from tests, benchmarks
     // or `backflip train`); what was used is saved with the version.
-    let param = |name: &str| {
-        ctx.job
-            .payload
-            .get(name)
-            .and_then(|t| t.as_u64())
-            .map(|v| v.max(1) as usize)
+    // `"early_stopping": true` evaluates every `every` steps (clips less often: dearer).
+    let tune = |cfg: TrainingConfig, every: usize| -> TrainingConfig {
+        let payload = &ctx.job.payload;
+        let count = |name: &str| payload.get(name).and_then(|t| t.as_u64());
+        let mut cfg = cfg.with_steps(count("steps").map_or(300, |v| v.max(1) as usize));
+        cfg = cfg.with_threads(count("threads").map_or(1, |v| v.max(1) as usize));
+        match payload.get("early_stopping").and_then(|v| v.as_bool()) {
+            Some(true) => cfg = cfg.with_eval_every(every),
+            Some(false) => cfg = cfg.with_eval_every(0),
+            None => {}
+        }
+        if let Some(nice) = count("nice") {
+            cfg = cfg.with_nice(nice.min(19) as i32);
+        }
+        cfg
     };
-    let threads = param("threads").unwrap_or(1);
-    let steps = param("steps");
     let trained = match kind {
         ModelKind::Clip => {
             let mut shas: Vec<String> = rows
@@ -61,12 +68,8 @@ fn train(ctx: &JobContext, store: &ClipStore) -> anyhow::Result<serde_json::Valu
             shas.dedup();
             let clips = ctx.rt.block_on(data::clips(&ctx.pool, &shas))?;
             let examples = data::clip_examples(&rows, &clips);
-            // Clips: small batches (BURN.md: 2–8 pairs per step).
-            let cfg = TrainingConfig::new()
-                .with_batch_size(4)
-                .with_steps(steps.unwrap_or(300))
-                .with_threads(threads);
-            fit::<ClipReward>(ctx, &ClipRewardConfig::new(), cfg, examples)?
+            let cfg = tune(clip_training(), 50);
+            fit::<ClipReward>(ctx, &clip_model(), cfg, examples)?
         }
         ModelKind::Text | ModelKind::Features(_) => {
             let examples = data::vector_examples(kind, &rows);
@@ -74,9 +77,7 @@ fn train(ctx: &JobContext, store: &ClipStore) -> anyhow::Result<serde_json::Valu
                 .first()
                 .map(|(_, e)| e.left.len())
                 .context("no usable examples")?;
-            let cfg = TrainingConfig::new()
-                .with_steps(steps.unwrap_or(300))
-                .with_threads(threads);
+            let cfg = tune(vector_training(), 25);
             fit::<MlpReward>(ctx, &MlpRewardConfig::new(dim), cfg, examples)?
         }
     };
@@ -103,6 +104,27 @@ fn train(ctx: &JobContext, store: &ClipStore) -> anyhow::Result<serde_json::Valu
         .rt
         .block_on(store::publish(&ctx.pool, store, version, blob))?;
     Ok(json!({"model": id, "version": number, "kind": kind.as_str(), "metrics": metrics}))
+}
+
+/// How the service trains the clip model: small batches (BURN.md: 2–8 pairs per step). When
+/// early stopping is asked for, it evaluates less often and on fewer pairs than for text (an
+/// out-of-bag clip pair costs two CNN passes over every frame), never before step 200 (the
+/// loss can sit on a plateau first).
+pub fn clip_training() -> TrainingConfig {
+    TrainingConfig::new()
+        .with_batch_size(4)
+        .with_eval_pairs(64)
+        .with_min_steps(200)
+}
+
+/// The clip network the service trains.
+pub fn clip_model() -> ClipRewardConfig {
+    ClipRewardConfig::new()
+}
+
+/// How the service trains the text and feature MLPs: the defaults of [`TrainingConfig`].
+pub fn vector_training() -> TrainingConfig {
+    TrainingConfig::new()
 }
 
 struct Fitted {
@@ -154,6 +176,8 @@ where
         "held_out": report.metrics,
         "member_accuracy": member_accuracy,
         "final_losses": report.final_losses,
+        "member_steps": report.member_steps,
+        "kept_steps": report.kept_steps,
         "loss_curve": curve,
         "pairs_seen": report.pairs_seen,
         "train_seconds": report.elapsed.as_secs_f64(),

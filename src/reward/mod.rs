@@ -3,6 +3,7 @@
 //! The networks themselves live in [`crate::ml`].
 
 pub mod data;
+pub mod export;
 pub mod job;
 pub mod score;
 pub mod store;

@@ -97,6 +97,14 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+impl TestApp {
+    /// The folder the app's object store lives in (`clips/` under it), usable as a child
+    /// process's `BACKFLIP_DATA_DIR`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
 pub async fn app() -> TestApp {
     let (pool, url) = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@ mod cli;
 mod clips;
 mod concurrency;
 mod jobs;
+mod leaderboard;
 mod pages;
 mod rater;
 mod reward;

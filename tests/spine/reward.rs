@@ -413,3 +413,208 @@ async fn a_killed_workers_training_run_is_taken_over() {
     );
     assert!(html.contains("id=\"retrain\"") && html.contains("id=\"jobs\""));
 }
+
+/// Runs the binary against the test's database and object store with `args` then `path`.
+fn backflip(app: &TestApp, args: &[&str], path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_backflip"))
+        .env("DATABASE_URL", &app.url)
+        .env("BACKFLIP_DATA_DIR", app.data_dir())
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// Weights as `f32`s and shape of one tensor of an exported SafeTensors file.
+fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let view = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{name} in the export: {e}"));
+    assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (values, view.shape().to_vec())
+}
+
+/// `y = x · W + b` with `W` of shape `[d_in, d_out]`, as `docs/reward-model-export.md` says.
+fn linear(
+    x: &[f32],
+    (w, shape): &(Vec<f32>, Vec<usize>),
+    (b, _): &(Vec<f32>, Vec<usize>),
+) -> Vec<f32> {
+    let (d_in, d_out) = (shape[0], shape[1]);
+    assert_eq!(x.len(), d_in);
+    (0..d_out)
+        .map(|o| b[o] + (0..d_in).map(|i| x[i] * w[i * d_out + o]).sum::<f32>())
+        .collect()
+}
+
+/// The exported weights, read with the `safetensors` crate and evaluated with plain loops
+/// by the recipe in `docs/reward-model-export.md`, give the rewards the service gives; the
+/// CLI writes the same model with its config and README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_weights_reproduce_the_services_rewards() {
+    let app = app().await;
+    let lead = app
+        .project("exp", json!({"overlap": 1, "train_every": 0}))
+        .await;
+    // No model yet: a clear 409, not an empty file.
+    let res = app
+        .get("/api/v1/projects/exp/model.safetensors", &lead)
+        .await;
+    assert_eq!(
+        (res.status, res.code()),
+        (StatusCode::CONFLICT, "no_model".to_owned())
+    );
+    app.import_text_pairs("exp", &lead, 40).await;
+    let rater = app.annotator("exp", &lead, "r").await;
+    for i in 0..40 {
+        let choice = if i % 4 == 0 { "right" } else { "left" };
+        app.judge_next("exp", &rater, json!({"choice": choice}))
+            .await;
+    }
+    app.post("/api/v1/projects/exp/train", &lead, json!(null))
+        .await;
+    assert_eq!(runner(&app, 60.0).drain().await.unwrap(), 1);
+
+    let res = app
+        .get("/api/v1/projects/exp/model.safetensors", &lead)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let bytes = res.body.clone();
+    // Annotators label; they do not take the model home.
+    let res = app
+        .get("/api/v1/projects/exp/model.safetensors", &rater)
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let config: Value =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["backflip.config"]).unwrap();
+    assert_eq!(
+        (
+            config["kind"].clone(),
+            config["architecture"].clone(),
+            config["version"].clone()
+        ),
+        (json!("text"), json!("mlp"), json!(1))
+    );
+    let members = config["members"].as_u64().unwrap() as usize;
+    assert_eq!(members, 3);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), 4 * members, "{:?}", st.names());
+
+    let texts = [
+        "a clear and helpful answer",
+        "nonsense words everywhere",
+        "",
+        "Ünïcode and numbers 42 too",
+    ];
+    let res = app
+        .post(
+            "/api/v1/projects/exp/reward",
+            &lead,
+            json!({"rollouts": texts.iter().map(|t| json!({"text": t})).collect::<Vec<_>>()}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let served = res.json();
+    for (k, text) in texts.iter().enumerate() {
+        let x = backflip::ml::features::text_features(text);
+        let per_member: Vec<f32> = (0..members)
+            .map(|i| {
+                let t = |n: &str| tensor(&st, &format!("{i}.{n}"));
+                let h: Vec<f32> = linear(&x, &t("hidden.weight"), &t("hidden.bias"))
+                    .into_iter()
+                    .map(|v| v.max(0.0))
+                    .collect();
+                linear(&h, &t("output.weight"), &t("output.bias"))[0]
+            })
+            .collect();
+        for (i, mine) in per_member.iter().enumerate() {
+            let theirs = served["rewards"][k]["members"][i].as_f64().unwrap() as f32;
+            assert!(
+                (mine - theirs).abs() <= 1e-4 * (1.0 + theirs.abs()),
+                "text {k} member {i}: recomputed {mine}, served {theirs}"
+            );
+        }
+    }
+
+    // The CLI: three files, the same tensors, a config that says how to read them.
+    let out = app.data_dir().join("export");
+    let cli = backflip(
+        &app,
+        &["model", "export", "--project", "exp", "--out"],
+        &out,
+    );
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let file = std::fs::read(out.join("model.safetensors")).unwrap();
+    let from_cli = safetensors::SafeTensors::deserialize(&file).unwrap();
+    for name in st.names() {
+        assert_eq!(tensor(&from_cli, name), tensor(&st, name), "{name}");
+    }
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written["input"]["dim"], 4098);
+    assert_eq!(written["model"]["d_input"], 4098);
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("FNV-1a") && readme.contains("hidden.weight"));
+    // An unknown version is a clear 404.
+    let res = app
+        .get("/api/v1/projects/exp/model.safetensors?version=9", &lead)
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    let res = app
+        .get("/api/v1/projects/exp/model.safetensors?version=x", &lead)
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        res.text()
+    );
+
+    // `backflip score`: JSONL in, one reward per line out, the same numbers as the API.
+    let input = out.join("rollouts.jsonl");
+    std::fs::write(
+        &input,
+        texts
+            .iter()
+            .map(|t| json!({"text": t}).to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let cli = backflip(&app, &["score", "--project", "exp"], &input);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(cli.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), texts.len());
+    for (k, line) in lines.iter().enumerate() {
+        let (a, b) = (
+            line["mean"].as_f64().unwrap(),
+            served["rewards"][k]["mean"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-5, "line {k}: {a} vs {b}");
+    }
+    // A bad line names itself and nothing is written.
+    std::fs::write(&input, "{\"text\": \"fine\"}\n{\"txt\": \"typo\"}\n").unwrap();
+    let cli = backflip(&app, &["score", "--project", "exp"], &input);
+    assert!(!cli.status.success());
+    assert!(cli.stdout.is_empty());
+    let err = String::from_utf8_lossy(&cli.stderr);
+    assert!(err.contains("line 2"), "{err}");
+}

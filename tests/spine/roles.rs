@@ -115,6 +115,18 @@ async fn every_route_checks_every_role() {
             body: None,
             allowed: readers,
         },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/models",
+            body: None,
+            allowed: readers,
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/jobs",
+            body: None,
+            allowed: readers,
+        },
     ];
     for route in &routes {
         for caller in CALLERS {

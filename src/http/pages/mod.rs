@@ -30,10 +30,12 @@ use crate::{
 
 mod account;
 mod label;
+mod leaderboard;
 mod project;
 
 use account::*;
 use label::*;
+use leaderboard::*;
 use project::*;
 
 pub fn router() -> Router<AppState> {
@@ -51,6 +53,7 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{slug}/members", post(add_member))
         .route("/projects/{slug}/invites", post(invite))
         .route("/projects/{slug}/train", post(train))
+        .route("/projects/{slug}/leaderboard", get(leaderboard_page))
         .route("/projects/{slug}/label", get(label_page).post(label))
         .route("/projects/{slug}/warning", post(accept_warning))
         .route("/projects/{slug}/report", post(report))

@@ -125,3 +125,74 @@ fn bad_inputs_are_errors_not_panics() {
         train_ensemble::<MlpReward>(&model, &config.with_threads(0), &data, &[], |_| {}, &NEVER);
     assert!(matches!(r, Err(MlError::InvalidConfig(_))));
 }
+
+#[test]
+fn early_stopping_stops_a_flat_run_and_keeps_its_best_weights() {
+    let data = tiny_examples(64);
+    let model = MlpRewardConfig::new(8).with_d_hidden(8);
+    let config = TrainingConfig::new()
+        .with_ensemble_size(2)
+        .with_steps(3000)
+        .with_batch_size(8)
+        .with_learning_rate(1e-2)
+        .with_eval_every(10)
+        .with_patience(3)
+        .with_min_steps(20);
+    let mut last = 0;
+    let (_, report) =
+        train_ensemble::<MlpReward>(&model, &config, &data, &data, |p| last = p.step, &NEVER)
+            .unwrap();
+    eprintln!(
+        "control: early stopping ran {:?} steps, kept {:?}",
+        report.member_steps, report.kept_steps
+    );
+    // A separable task is learned long before 3000 steps; each member stopped three
+    // evaluations after its best one and kept that one's weights.
+    for (&ran, &kept) in report.member_steps.iter().zip(&report.kept_steps) {
+        assert!(ran < 3000, "ran {ran}");
+        assert_eq!(
+            ran - kept,
+            30,
+            "stops `patience` evaluations after the best"
+        );
+        assert_eq!(kept % 10, 0);
+    }
+    assert_eq!(
+        last,
+        2 * 3000,
+        "progress reaches its total when members stop early"
+    );
+    assert_eq!(
+        report.pairs_seen,
+        report.member_steps.iter().sum::<usize>() * 8
+    );
+    let accuracy = report.metrics.unwrap().accuracy.unwrap();
+    assert!(
+        accuracy > 0.95,
+        "kept weights still solve the task: {accuracy}"
+    );
+
+    // Off: every step runs.
+    let (_, report) = train_ensemble::<MlpReward>(
+        &model,
+        &config.clone().with_steps(200).with_eval_every(0),
+        &data,
+        &[],
+        |_| {},
+        &NEVER,
+    )
+    .unwrap();
+    assert_eq!(
+        (report.member_steps, report.kept_steps),
+        (vec![200; 2], vec![200; 2])
+    );
+
+    for bad in [
+        config.clone().with_patience(0),
+        config.clone().with_nice(20),
+        config.clone().with_l2(-1.0),
+    ] {
+        let r = train_ensemble::<MlpReward>(&model, &bad, &data, &[], |_| {}, &NEVER);
+        assert!(matches!(r, Err(MlError::InvalidConfig(_))), "{bad:?}");
+    }
+}

@@ -6,6 +6,7 @@
 mod clips;
 mod control;
 mod disagreement;
+mod export;
 mod text;
 
 use std::sync::atomic::AtomicBool;

@@ -1,0 +1,102 @@
+//! The SafeTensors export of a clip model, evaluated with plain loops by the recipe in
+//! `docs/reward-model-export.md`, gives the rewards the service computes. (The text MLP is
+//! checked end to end against the scoring API in `tests/spine/reward.rs`.)
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use safetensors::SafeTensors;
+
+use crate::ml::data::CLIP_SIDE;
+use crate::ml::{Clip, ClipReward, ClipRewardConfig, Ensemble, RewardModel};
+
+fn tensor(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let view = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (values, view.shape().to_vec())
+}
+
+/// Cross-correlation with stride 2 and zero padding, then ReLU: `[c_in, s, s]` → `[c_out, s/2, s/2]`.
+fn conv_relu(
+    x: &[f32],
+    side: usize,
+    (w, shape): &(Vec<f32>, Vec<usize>),
+    bias: &[f32],
+    pad: usize,
+) -> Vec<f32> {
+    let (c_out, c_in, k) = (shape[0], shape[1], shape[2]);
+    let out_side = (side + 2 * pad - k) / 2 + 1;
+    let mut y = vec![0f32; c_out * out_side * out_side];
+    for o in 0..c_out {
+        for oy in 0..out_side {
+            for ox in 0..out_side {
+                let mut acc = bias[o];
+                for c in 0..c_in {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy * 2 + ky) as isize - pad as isize,
+                                (ox * 2 + kx) as isize - pad as isize,
+                            );
+                            if iy < 0 || ix < 0 || iy >= side as isize || ix >= side as isize {
+                                continue;
+                            }
+                            let v = x[(c * side + iy as usize) * side + ix as usize];
+                            acc += v * w[((o * c_in + c) * k + ky) * k + kx];
+                        }
+                    }
+                }
+                y[(o * out_side + oy) * out_side + ox] = acc.max(0.0);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn exported_clip_model_reproduces_its_rewards_by_the_documented_recipe() {
+    let config = ClipRewardConfig::new().with_channels([3, 4, 2]);
+    let device = crate::ml::device();
+    device.seed(11);
+    let members: Vec<ClipReward> = (0..2).map(|_| ClipReward::init(&config, &device)).collect();
+    let ensemble = Ensemble::from_members(config.clone(), 0.1, members);
+    let mut rng = StdRng::seed_from_u64(5);
+    let n = CLIP_SIDE * CLIP_SIDE;
+    let clip = Clip::new(3, (0..3 * n).map(|_| rng.random()).collect()).unwrap();
+    let served = ensemble.member_rewards(&[&clip]).unwrap();
+
+    let bytes = ensemble.to_safetensors(&[]).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<&str> = st.names();
+    names.sort();
+    assert_eq!(names.len(), 16, "{names:?}");
+    assert_eq!(tensor(&st, "0.conv1.weight").1, [3, 2, 5, 5]);
+    assert_eq!(tensor(&st, "1.head.weight").1, [2 * 8 * 8, 1]);
+    for (i, served) in served.iter().enumerate() {
+        let t = |name: &str| tensor(&st, &format!("{i}.{name}"));
+        let mut total = 0f32;
+        for step in 0..clip.frames() {
+            // Channels oldest first; before frame 0, frame 0 repeats.
+            let x: Vec<f32> = (0..config.frame_stack)
+                .rev()
+                .flat_map(|back| {
+                    clip.frame(step.saturating_sub(back))
+                        .iter()
+                        .map(|&p| f32::from(p) / 255.0)
+                })
+                .collect();
+            let x = conv_relu(&x, 64, &t("conv1.weight"), &t("conv1.bias").0, 2);
+            let x = conv_relu(&x, 32, &t("conv2.weight"), &t("conv2.bias").0, 1);
+            let x = conv_relu(&x, 16, &t("conv3.weight"), &t("conv3.bias").0, 1);
+            let (w, b) = (t("head.weight").0, t("head.bias").0);
+            total += b[0] + x.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>();
+        }
+        assert!(
+            (total - served[0]).abs() <= 1e-4 * (1.0 + served[0].abs()),
+            "member {i}: recomputed {total}, served {}",
+            served[0]
+        );
+    }
+}
