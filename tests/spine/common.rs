@@ -107,6 +107,11 @@ impl TestApp {
 
 pub async fn app() -> TestApp {
     let (pool, url) = fresh_database().await;
+    app_on(pool, url)
+}
+
+/// The application on an already migrated database (e.g. a cluster a test restarts).
+pub fn app_on(pool: PgPool, url: String) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let state = AppState {
         pool: pool.clone(),

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod clips;
 mod concurrency;
+mod crash;
 mod jobs;
 mod leaderboard;
 mod pages;
