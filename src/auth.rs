@@ -185,19 +185,92 @@ pub async fn delete_session(pool: &PgPool, id: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Check a name and password; None when either is wrong (the caller must not say which).
-pub async fn login(pool: &PgPool, name: &str, password: &str) -> anyhow::Result<Option<User>> {
+/// Failed web logins of one name, within [`LOGIN_WINDOW_MINUTES`], after which further
+/// attempts for that name are refused until the oldest failure leaves the window.
+pub const LOGIN_FAILURES_ALLOWED: i64 = 10;
+/// The window failed logins are counted over.
+pub const LOGIN_WINDOW_MINUTES: i64 = 15;
+
+/// What a login attempt came to.
+#[derive(Debug)]
+pub enum Login {
+    /// Right name and password.
+    Ok(User),
+    /// Wrong name or password (which one is not said).
+    Wrong,
+    /// Too many recent failures for this name: refused without looking at the password.
+    Locked {
+        /// Seconds until an attempt is counted again.
+        retry_after: u64,
+    },
+}
+
+impl Login {
+    /// The user, when the login succeeded.
+    pub fn user(self) -> Option<User> {
+        match self {
+            Login::Ok(user) => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a name and password, counting failures per name in PostgreSQL (so every server
+/// node sees the same count). A name that does not exist counts like a wrong password, and
+/// costs the same argon2 verification, so neither the answer nor its timing tells whether
+/// the name exists.
+pub async fn login(pool: &PgPool, name: &str, password: &str) -> anyhow::Result<Login> {
+    let (failures, retry_after): (i64, Option<f64>) = sqlx::query_as(
+        "select count(*), extract(epoch from min(at) + make_interval(mins => $2::int) - now())::float8
+         from login_failures where name = $1 and at > now() - make_interval(mins => $2::int)",
+    )
+    .bind(name)
+    .bind(LOGIN_WINDOW_MINUTES as i32)
+    .fetch_one(pool)
+    .await?;
+    if failures >= LOGIN_FAILURES_ALLOWED {
+        return Ok(Login::Locked {
+            retry_after: retry_after.unwrap_or(0.0).ceil().max(1.0) as u64,
+        });
+    }
     let row: Option<(Uuid, String, String, Option<String>)> =
         sqlx::query_as("select id, name, role, password_hash from users where name = $1")
             .bind(name)
             .fetch_optional(pool)
             .await?;
-    let Some((id, name, role, Some(hash))) = row else {
-        return Ok(None);
+    let (user, hash) = match row {
+        Some((id, name, role, Some(hash))) => (Some(user_from_row(id, name, role)), hash),
+        _ => (None, dummy_hash().to_owned()),
     };
     let password = password.to_owned();
     let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await?;
-    Ok(ok.then(|| user_from_row(id, name, role)))
+    match user.filter(|_| ok) {
+        Some(user) => {
+            sqlx::query("delete from login_failures where name = $1")
+                .bind(name)
+                .execute(pool)
+                .await?;
+            Ok(Login::Ok(user))
+        }
+        None => {
+            // Record the failure; old rows of any name go as new ones arrive.
+            sqlx::query(
+                "with old as (delete from login_failures where ctid in
+                     (select ctid from login_failures where at < now() - interval '1 day' limit 100))
+                 insert into login_failures (name) values ($1)",
+            )
+            .bind(name)
+            .execute(pool)
+            .await?;
+            Ok(Login::Wrong)
+        }
+    }
+}
+
+/// A valid argon2 hash of a random secret, verified against when the name is unknown.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&new_secret()).expect("hashing a random secret"))
 }
 
 #[cfg(test)]

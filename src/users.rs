@@ -93,3 +93,36 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<User> {
     let (id, name, role) = row.ok_or(Error::NotFound("user"))?;
     Ok(auth::user_from_row(id, name, role))
 }
+
+/// Changes a user's web password after checking the current one, and ends every session of
+/// theirs (on every device) in the same transaction: whoever knew the old password is out.
+/// API tokens are unaffected.
+pub async fn change_password(pool: &PgPool, user: &User, current: &str, new: &str) -> Result<()> {
+    check_password(new)?;
+    let hash: Option<String> = sqlx::query_scalar("select password_hash from users where id = $1")
+        .bind(user.id)
+        .fetch_one(pool)
+        .await?;
+    let (current, new) = (current.to_owned(), new.to_owned());
+    let new_hash = tokio::task::spawn_blocking(move || {
+        let ok = hash.is_some_and(|h| auth::verify_password(&h, &current));
+        ok.then(|| auth::hash_password(&new)).transpose()
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    let Some(new_hash) = new_hash else {
+        return Err(Error::forbidden("the current password is wrong"));
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("update users set password_hash = $2 where id = $1")
+        .bind(user.id)
+        .bind(new_hash)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("delete from sessions where user_id = $1")
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -85,6 +85,7 @@ async fn user_create_prints_only_the_token_and_import_reports_lines() {
         backflip::auth::login(&pool, "cli-lead", "a-long-password")
             .await
             .unwrap()
+            .user()
             .is_some()
     );
 
@@ -285,6 +286,7 @@ async fn demo_seeding_is_idempotent() {
         backflip::auth::login(&app.pool, "rater1", backflip::demo::DEMO_PASSWORD)
             .await
             .unwrap()
+            .user()
             .is_some()
     );
 }

@@ -49,20 +49,7 @@ fn urlencode(s: &str) -> String {
 
 impl Browser {
     pub(crate) async fn login(app: &TestApp, name: &str, password: &str) -> Browser {
-        let page = app
-            .send(Request::get("/login").body(Body::empty()).unwrap())
-            .await;
-        let login_cookie = set_cookie(&page, "backflip_login_csrf").unwrap();
-        let csrf = csrf_of(&page.text());
-        let res = app
-            .send(
-                Request::post("/login")
-                    .header(header::COOKIE, &login_cookie)
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(form(&[("name", name), ("password", password), ("csrf", &csrf)]).into())
-                    .unwrap(),
-            )
-            .await;
+        let res = try_login(app, name, password).await;
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
         let raw = res.headers[header::SET_COOKIE].to_str().unwrap();
         assert!(
@@ -489,4 +476,157 @@ async fn rollout_text_is_rendered_inert() {
     assert!(!html.contains("<script>alert"));
     assert!(!html.contains("<img src=x"));
     assert!(!html.contains("<a href=\"javascript"));
+}
+
+/// One login attempt through the form; the response.
+async fn try_login(app: &TestApp, name: &str, password: &str) -> Res {
+    let page = app
+        .send(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
+    let cookie = set_cookie(&page, "backflip_login_csrf").unwrap();
+    let csrf = csrf_of(&page.text());
+    app.send(
+        Request::post("/login")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form(&[("name", name), ("password", password), ("csrf", &csrf)]).into())
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_name() {
+    let app = app().await;
+    app.user("target", Role::Annotator).await;
+    app.user("bystander", Role::Annotator).await;
+    let limit = backflip::auth::LOGIN_FAILURES_ALLOWED;
+    for _ in 0..limit {
+        let res = try_login(&app, "target", "guess-guess").await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked: even the right password is refused, with a clear message and Retry-After.
+    let res = try_login(&app, "target", "password123").await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.text());
+    assert!(res.text().contains("too many failed logins"));
+    let retry: u64 = res.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= 15 * 60, "{retry}");
+    assert!(set_cookie(&res, "backflip_session").is_none());
+    // Other names are not affected; unknown names count like wrong passwords.
+    Browser::login(&app, "bystander", "password123").await;
+    for _ in 0..limit {
+        try_login(&app, "nobody-by-this-name", "x-x-x-x-x").await;
+    }
+    assert_eq!(
+        try_login(&app, "nobody-by-this-name", "x-x-x-x-x")
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Once the window has passed (moved back here), the right password works again and
+    // clears the count.
+    sqlx::query("update login_failures set at = at - interval '16 minutes'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    Browser::login(&app, "target", "password123").await;
+    assert_eq!(
+        app.count("select count(*) from login_failures where name = 'target'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_every_session() {
+    let app = app().await;
+    app.user("mover", Role::Annotator).await;
+    let laptop = Browser::login(&app, "mover", "password123").await;
+    let phone = Browser::login(&app, "mover", "password123").await;
+    let page = laptop.get(&app, "/account/password").await;
+    assert_eq!(page.status, StatusCode::OK);
+    // Wrong current password, mismatched or short new ones: refused, nothing changes.
+    for (current, new, confirm, status, needle) in [
+        (
+            "wrong-password",
+            "new-password-1",
+            "new-password-1",
+            StatusCode::FORBIDDEN,
+            "current password is wrong",
+        ),
+        (
+            "password123",
+            "new-password-1",
+            "new-password-2",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "differ",
+        ),
+        (
+            "password123",
+            "short",
+            "short",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at least 8",
+        ),
+    ] {
+        let res = laptop
+            .post(
+                &app,
+                "/account/password",
+                &[
+                    ("csrf", &laptop.csrf),
+                    ("current", current),
+                    ("new", new),
+                    ("confirm", confirm),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, status, "{}", res.text());
+        assert!(res.text().contains(needle), "{}", res.text());
+    }
+    assert_eq!(phone.get(&app, "/").await.status, StatusCode::OK);
+    // Without the CSRF token: refused.
+    let res = laptop
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("csrf", "forged"),
+                ("current", "password123"),
+                ("new", "new-password-1"),
+                ("confirm", "new-password-1"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+
+    let res = laptop
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("csrf", &laptop.csrf),
+                ("current", "password123"),
+                ("new", "new-password-1"),
+                ("confirm", "new-password-1"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    for b in [&laptop, &phone] {
+        assert_eq!(
+            b.get(&app, "/").await.status,
+            StatusCode::SEE_OTHER,
+            "logged out everywhere"
+        );
+    }
+    assert_eq!(
+        try_login(&app, "mover", "password123").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    Browser::login(&app, "mover", "new-password-1").await;
 }

@@ -54,15 +54,33 @@ pub(super) async fn login(
     Form(form): Form<LoginForm>,
 ) -> PageResult {
     check_form_cookie(&parts, &form.csrf)?;
-    let Some(user) = auth::login(&state.pool, &form.name, &form.password).await? else {
+    let refuse = |status: StatusCode, error: String| {
         let page = LoginPage {
             user: None,
-            csrf: form.csrf,
-            error: Some("wrong name or password".into()),
+            csrf: form.csrf.clone(),
+            error: Some(error),
         };
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+        (status, page).into_response()
     };
-    start_session(&state, user.id, "/").await
+    match auth::login(&state.pool, &form.name, &form.password).await? {
+        auth::Login::Ok(user) => start_session(&state, user.id, "/").await,
+        auth::Login::Wrong => Ok(refuse(
+            StatusCode::UNAUTHORIZED,
+            "wrong name or password".into(),
+        )),
+        auth::Login::Locked { retry_after } => {
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed logins for this name; try again in {} minute(s)",
+                    retry_after.div_ceil(60)
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Ok(res)
+        }
+    }
 }
 
 pub(super) async fn start_session(state: &AppState, user_id: uuid::Uuid, to: &str) -> PageResult {
@@ -150,6 +168,62 @@ pub(super) async fn accept_invite(
                 error: Some(e.to_string()),
             };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- changing one's password ----
+
+#[derive(Template, WebTemplate)]
+#[template(path = "password.html")]
+pub(super) struct PasswordPage {
+    user: Option<String>,
+    csrf: String,
+    error: Option<String>,
+}
+
+pub(super) async fn password_form(s: PageSession) -> PasswordPage {
+    let c = chrome(&s);
+    PasswordPage {
+        user: c.user,
+        csrf: c.csrf,
+        error: None,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct PasswordForm {
+    csrf: String,
+    current: String,
+    new: String,
+    confirm: String,
+}
+
+/// Sets the new password and ends every session of the user, this one included: the next
+/// page is the login form.
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    s: PageSession,
+    Form(f): Form<PasswordForm>,
+) -> PageResult {
+    s.check_csrf(&f.csrf)?;
+    let result = if f.new != f.confirm {
+        Err(Error::invalid("the two new passwords differ"))
+    } else {
+        crate::users::change_password(&state.pool, s.user(), &f.current, &f.new).await
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/login").into_response()),
+        Err(e @ (Error::Invalid { .. } | Error::Forbidden(_))) => {
+            let c = chrome(&s);
+            let status = crate::http::error::status(&e);
+            let page = PasswordPage {
+                user: c.user,
+                csrf: c.csrf,
+                error: Some(e.to_string()),
+            };
+            Ok((status, page).into_response())
         }
         Err(e) => Err(e.into()),
     }

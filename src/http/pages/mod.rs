@@ -43,6 +43,10 @@ pub fn router() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
+        .route(
+            "/account/password",
+            get(password_form).post(change_password),
+        )
         .route("/projects/new", get(new_project_form).post(new_project))
         .route("/projects/{slug}", get(overview))
         .route("/projects/{slug}/edit", get(edit_form).post(edit))
