@@ -10,6 +10,7 @@ mod clips;
 mod concurrency;
 mod jobs;
 mod pages;
+mod quality;
 mod rater;
 mod reward;
 mod roles;

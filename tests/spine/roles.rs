@@ -66,6 +66,12 @@ async fn every_route_checks_every_role() {
     let readers: &[&str] = &["admin", "lead", "researcher"];
     let labelers: &[&str] = &["admin", "lead", "annotator"];
     let members: &[&str] = &["admin", "lead", "researcher", "annotator"];
+    let pair: uuid::Uuid = sqlx::query_scalar("select id from comparisons limit 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let gold_path: &'static str =
+        Box::leak(format!("/api/v1/projects/p/pairs/{pair}/gold").into_boxed_str());
     let routes = [
         Route {
             method: Method::GET,
@@ -114,6 +120,57 @@ async fn every_route_checks_every_role() {
             path: "/api/v1/projects/p/stats",
             body: None,
             allowed: readers,
+        },
+        // Rater quality: leads and researchers read, leads act.
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/quality",
+            body: None,
+            allowed: readers,
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/quality/settings",
+            body: None,
+            allowed: readers,
+        },
+        Route {
+            method: Method::PUT,
+            path: "/api/v1/projects/p/quality/settings",
+            body: Some(
+                json!({"gold_rate": 0.0, "repeat_rate": 0.0, "reliability_weighting": false}),
+            ),
+            allowed: managers,
+        },
+        Route {
+            method: Method::PUT,
+            path: gold_path,
+            body: Some(json!({"answer": null})),
+            allowed: managers,
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/gold/promote",
+            body: Some(json!({"min_answers": 3})),
+            allowed: managers,
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/raters/annotator/pause",
+            body: Some(json!({"paused": false})),
+            allowed: managers,
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/raters/annotator/exclusion",
+            body: None,
+            allowed: managers,
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/raters/annotator/exclusion",
+            body: Some(json!({"excluded": false})),
+            allowed: managers,
         },
     ];
     for route in &routes {

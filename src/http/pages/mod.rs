@@ -31,6 +31,7 @@ use crate::{
 mod account;
 mod label;
 mod project;
+mod quality;
 
 use account::*;
 use label::*;
@@ -55,6 +56,20 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{slug}/warning", post(accept_warning))
         .route("/projects/{slug}/report", post(report))
         .route("/invite/{code}", get(invite_form).post(accept_invite))
+        .route("/projects/{slug}/quality", get(quality::quality_page))
+        .route("/projects/{slug}/quality/errors", get(quality::errors_page))
+        .route("/projects/{slug}/quality/settings", post(quality::settings))
+        .route("/projects/{slug}/quality/promote", post(quality::promote))
+        .route(
+            "/projects/{slug}/quality/raters/{name}",
+            get(quality::rater_page),
+        )
+        .route(
+            "/projects/{slug}/quality/raters/{name}/{action}",
+            post(quality::rater_action),
+        )
+        .route("/projects/{slug}/pairs/{id}", get(quality::pair_page))
+        .route("/projects/{slug}/pairs/{id}/gold", post(quality::gold))
 }
 
 /// Why a page could not be shown: not logged in (go to the login form), or an error page.

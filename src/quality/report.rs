@@ -1,0 +1,583 @@
+//! The quality report of a project: agreement, per-rater reliability, bias and attention
+//! detectors, gold failures and split pairs. `analyse` is pure (tested with hand-built data);
+//! `load` gathers its input with one query.
+//!
+//! Which answers count where: a repeat (the same pair shown again, sides swapped) is used only
+//! for self-consistency; can't-tell is no category (missing) for agreement; project-level
+//! agreement leaves excluded raters out, while a rater's own figures (majority agreement,
+//! reliability) are computed against everyone, so an excluded rater still has them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    detectors::{self, Drift, Proportion, Tested, Timing},
+    stats::{self, Rating},
+};
+
+/// Answers faster than this are "too fast" (ms).
+pub const FAST_MS: i32 = 1500;
+/// Cohen's kappa is shown for rater pairs sharing at least this many pairs.
+pub const MIN_PAIR_OVERLAP: usize = 5;
+/// A gap between judgments at least this long starts a new labeling session.
+const SESSION_GAP: time::Duration = time::Duration::minutes(crate::rater::BREAK_MINUTES);
+
+/// One judgment with what the report needs about it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Obs {
+    pub assignment: Uuid,
+    /// For a repeat: the earlier assignment it repeats.
+    pub repeat_of: Option<Uuid>,
+    pub rater: Uuid,
+    pub pair: Uuid,
+    /// Canonical: a, b, tie, cant_tell.
+    pub choice: String,
+    /// As pressed: left, right, tie, cant_tell.
+    pub displayed: String,
+    /// regular, gold or repeat.
+    pub kind: String,
+    pub duration_ms: Option<i32>,
+    pub before_clip_end: Option<bool>,
+    pub at: OffsetDateTime,
+    /// The pair's gold answer (a, b or tie), if it is gold.
+    pub gold: Option<String>,
+    /// Character lengths of the two texts (None for clips).
+    pub len_a: Option<i32>,
+    pub len_b: Option<i32>,
+}
+
+/// A rater as the report lists them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RaterInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub excluded: bool,
+    pub paused: bool,
+}
+
+/// Inter-rater agreement over pairs with at least two answers (a, b or tie).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Agreement {
+    /// Pairs with two or more answers.
+    pub pairs: usize,
+    pub percent: Option<f64>,
+    pub fleiss_kappa: Option<f64>,
+    pub krippendorff_alpha: Option<f64>,
+}
+
+/// Why a rater is flagged.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Flag {
+    /// low_gold_accuracy, position_bias, too_fast, low_agreement
+    pub code: &'static str,
+    pub reason: String,
+}
+
+/// One rater's figures.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RaterQuality {
+    pub id: Uuid,
+    pub name: String,
+    pub excluded: bool,
+    pub paused: bool,
+    /// First answers (repeats not counted).
+    pub judgments: usize,
+    /// Agreement with the majority of the other raters on the same pair (pairs where the others
+    /// tie for first are skipped).
+    pub majority_agreement: Proportion,
+    pub gold_accuracy: Proportion,
+    /// Repeats answered the same way as the first time (in canonical terms, sides swapped).
+    pub self_consistency: Proportion,
+    pub position: Tested,
+    /// Text projects: share choosing the longer text, against the project's level.
+    pub length: Option<Tested>,
+    pub ties: Proportion,
+    pub cant_tell: Proportion,
+    pub timing: Timing,
+    /// Majority agreement in the first and second half of each session.
+    pub session_drift: Drift,
+    /// Majority agreement on the first and second half of the days worked.
+    pub day_drift: Drift,
+    /// Dawid–Skene: probability of giving the true answer on a random pair.
+    pub reliability: Option<f64>,
+    pub flags: Vec<Flag>,
+}
+
+/// Cohen's kappa of two raters over the pairs both answered.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PairAgreement {
+    pub a: String,
+    pub b: String,
+    pub shared: usize,
+    pub agreement: Option<f64>,
+    pub kappa: Option<f64>,
+}
+
+/// A pair's answers when raters split.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SplitPair {
+    pub pair: Uuid,
+    pub a: usize,
+    pub b: usize,
+    pub tie: usize,
+}
+
+/// A wrong answer to a gold pair.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GoldFailure {
+    pub pair: Uuid,
+    pub assignment: Uuid,
+    pub rater: String,
+    pub gold: String,
+    pub choice: String,
+}
+
+/// Everything the quality pages and `GET /quality` show.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProjectQuality {
+    pub judgments: usize,
+    pub agreement: Agreement,
+    pub position: Tested,
+    pub length: Option<Tested>,
+    pub ties: Proportion,
+    pub cant_tell: Proportion,
+    pub gold_accuracy: Proportion,
+    pub self_consistency: Proportion,
+    pub timing: Timing,
+    /// Dawid–Skene's estimate of how often each true answer (a, b, tie) occurs.
+    pub class_priors: Vec<f64>,
+    pub raters: Vec<RaterQuality>,
+    pub rater_pairs: Vec<PairAgreement>,
+    pub split_pairs: Vec<SplitPair>,
+    pub gold_failures: Vec<GoldFailure>,
+}
+
+pub(super) fn category(choice: &str) -> Option<usize> {
+    match choice {
+        "a" => Some(0),
+        "b" => Some(1),
+        "tie" => Some(2),
+        _ => None,
+    }
+}
+
+/// Index maps for the statistics, which take small integers.
+pub(super) struct Index {
+    pub(super) pairs: HashMap<Uuid, usize>,
+    pub(super) raters: HashMap<Uuid, usize>,
+}
+
+impl Index {
+    pub(super) fn new(obs: &[Obs]) -> Self {
+        let mut idx = Index {
+            pairs: HashMap::new(),
+            raters: HashMap::new(),
+        };
+        for o in obs {
+            let n = idx.pairs.len();
+            idx.pairs.entry(o.pair).or_insert(n);
+            let n = idx.raters.len();
+            idx.raters.entry(o.rater).or_insert(n);
+        }
+        idx
+    }
+
+    /// First answers (a, b or tie) of the raters `keep` accepts.
+    pub(super) fn ratings(&self, obs: &[Obs], keep: impl Fn(&Uuid) -> bool) -> Vec<Rating> {
+        obs.iter()
+            .filter(|o| o.kind != "repeat" && keep(&o.rater))
+            .filter_map(|o| {
+                Some(Rating {
+                    item: self.pairs[&o.pair],
+                    rater: self.raters[&o.rater],
+                    category: category(&o.choice)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Agreement statistics of a set of ratings.
+pub fn agreement(ratings: &[Rating]) -> Agreement {
+    let mut per_item = HashMap::<usize, usize>::new();
+    for r in ratings {
+        *per_item.entry(r.item).or_default() += 1;
+    }
+    Agreement {
+        pairs: per_item.values().filter(|&&n| n >= 2).count(),
+        percent: stats::percent_agreement(ratings),
+        fleiss_kappa: stats::fleiss_kappa(ratings, 3),
+        krippendorff_alpha: stats::krippendorff_alpha_nominal(ratings, 3),
+    }
+}
+
+/// Project agreement with the raters in `excluded` left out.
+pub fn project_agreement(obs: &[Obs], excluded: &HashSet<Uuid>) -> Agreement {
+    let idx = Index::new(obs);
+    agreement(&idx.ratings(obs, |r| !excluded.contains(r)))
+}
+
+/// Whether each (item, rater) answer agrees with the leave-one-out majority of the other
+/// raters; absent where the others have no single most common answer.
+pub(super) fn loo_flags(ratings: &[Rating]) -> HashMap<(usize, usize), bool> {
+    let mut items = BTreeMap::<usize, BTreeMap<usize, usize>>::new();
+    for r in ratings {
+        items.entry(r.item).or_default().insert(r.rater, r.category);
+    }
+    let mut out = HashMap::new();
+    for (&item, answers) in &items {
+        for (&rater, &own) in answers {
+            let mut tally = [0usize; 3];
+            answers
+                .iter()
+                .filter(|(r, _)| **r != rater)
+                .for_each(|(_, &c)| tally[c] += 1);
+            let best = *tally.iter().max().unwrap_or(&0);
+            if best > 0 && tally.iter().filter(|&&n| n == best).count() == 1 {
+                out.insert((item, rater), tally[own] == best);
+            }
+        }
+    }
+    out
+}
+
+/// Counts of (left, right) among displayed answers, and of longer-text choices.
+fn sides<'a>(obs: impl Iterator<Item = &'a Obs> + Clone) -> ((usize, usize), (usize, usize)) {
+    let left = obs.clone().filter(|o| o.displayed == "left").count();
+    let right = obs.clone().filter(|o| o.displayed == "right").count();
+    let (mut longer, mut n) = (0, 0);
+    for o in obs {
+        if let (Some(la), Some(lb), Some(c)) = (o.len_a, o.len_b, category(&o.choice))
+            && la != lb
+            && c < 2
+        {
+            n += 1;
+            longer += usize::from((c == 0) == (la > lb));
+        }
+    }
+    ((left, right), (longer, n))
+}
+
+fn share_of<'a>(obs: impl Iterator<Item = &'a Obs> + Clone, choice: &str) -> Proportion {
+    let n = obs.clone().count();
+    Proportion::new(obs.filter(|o| o.choice == choice).count(), n)
+}
+
+/// Gold answers (repeats left out; can't-tell is no answer): (correct, answered).
+fn gold_counts<'a>(obs: impl Iterator<Item = &'a Obs>) -> Proportion {
+    let (mut k, mut n) = (0, 0);
+    for o in obs.filter(|o| o.kind != "repeat" && o.choice != "cant_tell") {
+        if let Some(g) = &o.gold {
+            n += 1;
+            k += usize::from(*g == o.choice);
+        }
+    }
+    Proportion::new(k, n)
+}
+
+/// Repeats against the answer they repeat (can't-tell on either side left out).
+fn consistency<'a>(obs: impl Iterator<Item = &'a Obs>, first: &HashMap<Uuid, &Obs>) -> Proportion {
+    let (mut k, mut n) = (0, 0);
+    for o in obs.filter(|o| o.kind == "repeat") {
+        if let Some(orig) = o.repeat_of.and_then(|a| first.get(&a))
+            && o.choice != "cant_tell"
+            && orig.choice != "cant_tell"
+        {
+            n += 1;
+            k += usize::from(orig.choice == o.choice);
+        }
+    }
+    Proportion::new(k, n)
+}
+
+fn timing_of<'a>(obs: impl Iterator<Item = &'a Obs> + Clone) -> Timing {
+    let d: Vec<_> = obs.clone().map(|o| o.duration_ms).collect();
+    let c: Vec<_> = obs.map(|o| o.before_clip_end).collect();
+    detectors::timing(&d, &c, FAST_MS)
+}
+
+/// Session and day drift of majority agreement, from one rater's judgments in time order
+/// with their agreement flag where defined.
+fn drifts(series: &[(OffsetDateTime, Option<bool>)]) -> (Drift, Drift) {
+    let mut session = [(0, 0), (0, 0)];
+    let mut start = 0;
+    for i in 0..=series.len() {
+        let ends = i == series.len() || (i > 0 && series[i].0 - series[i - 1].0 >= SESSION_GAP);
+        if ends && i > start {
+            let len = i - start;
+            for (pos, (_, flag)) in series[start..i].iter().enumerate() {
+                if let Some(f) = flag {
+                    let half = usize::from(2 * pos >= len);
+                    session[half].0 += usize::from(*f);
+                    session[half].1 += 1;
+                }
+            }
+            start = i;
+        }
+    }
+    let days: Vec<Date> = {
+        let mut d: Vec<Date> = series.iter().map(|(t, _)| t.date()).collect();
+        d.dedup();
+        d
+    };
+    let mut by_day = [(0, 0), (0, 0)];
+    if days.len() >= 2 {
+        let cut = days[days.len() / 2];
+        for (t, flag) in series {
+            if let Some(f) = flag {
+                let half = usize::from(t.date() >= cut);
+                by_day[half].0 += usize::from(*f);
+                by_day[half].1 += 1;
+            }
+        }
+    }
+    (
+        detectors::drift(session[0], session[1]),
+        detectors::drift(by_day[0], by_day[1]),
+    )
+}
+
+fn flags(r: &RaterQuality) -> Vec<Flag> {
+    let mut out = vec![];
+    if r.gold_accuracy.n >= 3 && r.gold_accuracy.high < 0.8 {
+        out.push(Flag {
+            code: "low_gold_accuracy",
+            reason: format!(
+                "gold accuracy {}: below 0.80 with 95% confidence",
+                r.gold_accuracy.describe()
+            ),
+        });
+    }
+    if let Some(s) = r.position.share.share
+        && r.position.p_value < 0.01
+        && (s - 0.5).abs() >= 0.15
+    {
+        out.push(Flag {
+            code: "position_bias",
+            reason: format!(
+                "chose the left side {} (binomial test against 0.5: p = {:.2e})",
+                r.position.share.describe(),
+                r.position.p_value
+            ),
+        });
+    }
+    let (fast, early) = (&r.timing.too_fast, &r.timing.before_clip_end);
+    if fast.low > 0.2 || early.low > 0.2 {
+        out.push(Flag {
+            code: "too_fast",
+            reason: format!(
+                "answers under {} ms: {}; before the clips ended: {}",
+                r.timing.floor_ms,
+                fast.describe(),
+                early.describe()
+            ),
+        });
+    }
+    if r.majority_agreement.n >= 5 && r.majority_agreement.high < 0.6 {
+        out.push(Flag {
+            code: "low_agreement",
+            reason: format!(
+                "agreement with the other raters' majority {}: below 0.60 with 95% confidence",
+                r.majority_agreement.describe()
+            ),
+        });
+    }
+    out
+}
+
+/// The whole report, from a project's judgments (in time order) and its raters. `excluded`
+/// overrides who counts as excluded (the exclusion preview adds one).
+pub fn analyse(obs: &[Obs], raters: &[RaterInfo], excluded: &HashSet<Uuid>) -> ProjectQuality {
+    let idx = Index::new(obs);
+    let counted = |r: &Uuid| !excluded.contains(r);
+    let kept: Vec<&Obs> = obs.iter().filter(|o| counted(&o.rater)).collect();
+    let first_answers = || kept.iter().copied().filter(|o| o.kind != "repeat");
+    let by_assignment: HashMap<Uuid, &Obs> = obs.iter().map(|o| (o.assignment, o)).collect();
+
+    let project_ratings = idx.ratings(obs, counted);
+    let everyone = idx.ratings(obs, |_| true);
+    let loo = stats::loo_majority_agreement(&everyone);
+    let flags_by = loo_flags(&everyone);
+    let ds = stats::dawid_skene(&everyone, 3, 100, 1e-6);
+
+    let ((left, right), (longer, with_length)) = sides(first_answers());
+    let project_length =
+        (with_length > 0).then(|| detectors::length_bias(longer, with_length, 0.5));
+    let length_level = project_length.and_then(|t| t.share.share).unwrap_or(0.5);
+    let names: HashMap<Uuid, &RaterInfo> = raters.iter().map(|r| (r.id, r)).collect();
+    let name = |id: &Uuid| {
+        names
+            .get(id)
+            .map_or_else(|| id.to_string(), |r| r.name.clone())
+    };
+
+    let mut rater_rows = vec![];
+    let mut ids: Vec<Uuid> = idx.raters.keys().copied().collect();
+    ids.sort_by_key(|id| name(id));
+    for id in &ids {
+        let ri = idx.raters[id];
+        let own = || obs.iter().filter(move |o| o.rater == *id);
+        let own_first = || own().filter(|o| o.kind != "repeat");
+        let ((l, r), (lg, ln)) = sides(own_first());
+        let series: Vec<(OffsetDateTime, Option<bool>)> = own_first()
+            .map(|o| {
+                let flag = category(&o.choice)
+                    .and_then(|_| flags_by.get(&(idx.pairs[&o.pair], ri)).copied());
+                (o.at, flag)
+            })
+            .collect();
+        let (session_drift, day_drift) = drifts(&series);
+        let (k, n) = loo.get(&ri).copied().unwrap_or((0, 0));
+        let info = names.get(id);
+        let mut row = RaterQuality {
+            id: *id,
+            name: name(id),
+            excluded: excluded.contains(id),
+            paused: info.is_some_and(|r| r.paused),
+            judgments: own_first().count(),
+            majority_agreement: Proportion::new(k, n),
+            gold_accuracy: gold_counts(own()),
+            self_consistency: consistency(own(), &by_assignment),
+            position: detectors::position_bias(l, r),
+            length: (ln > 0).then(|| detectors::length_bias(lg, ln, length_level)),
+            ties: share_of(own_first(), "tie"),
+            cant_tell: share_of(own_first(), "cant_tell"),
+            timing: timing_of(own_first()),
+            session_drift,
+            day_drift,
+            reliability: ds.as_ref().and_then(|d| d.rater_accuracy.get(&ri).copied()),
+            flags: vec![],
+        };
+        row.flags = flags(&row);
+        rater_rows.push(row);
+    }
+
+    let mut rater_pairs = vec![];
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i + 1..] {
+            let (ra, rb) = (idx.raters[a], idx.raters[b]);
+            let two: Vec<Rating> = everyone
+                .iter()
+                .filter(|x| x.rater == ra || x.rater == rb)
+                .copied()
+                .collect();
+            let mut answers = HashMap::<usize, [Option<usize>; 2]>::new();
+            for x in &two {
+                answers.entry(x.item).or_default()[usize::from(x.rater == rb)] = Some(x.category);
+            }
+            let both: Vec<(usize, usize)> = answers
+                .values()
+                .filter_map(|[x, y]| Some(((*x)?, (*y)?)))
+                .collect();
+            if both.is_empty() {
+                continue;
+            }
+            let same = both.iter().filter(|(x, y)| x == y).count();
+            rater_pairs.push(PairAgreement {
+                a: name(a),
+                b: name(b),
+                shared: both.len(),
+                agreement: Some(same as f64 / both.len() as f64),
+                kappa: stats::cohen_kappa(&two, ra, rb, 3, MIN_PAIR_OVERLAP),
+            });
+        }
+    }
+
+    let mut tallies = BTreeMap::<Uuid, [usize; 3]>::new();
+    let mut seen = HashSet::new();
+    // The last first answer of each rater on each pair (as the statistics count it).
+    for o in first_answers().collect::<Vec<_>>().into_iter().rev() {
+        if let Some(c) = category(&o.choice)
+            && seen.insert((o.pair, o.rater))
+        {
+            tallies.entry(o.pair).or_default()[c] += 1;
+        }
+    }
+    let split_pairs = tallies
+        .into_iter()
+        .filter(|(_, t)| t.iter().filter(|&&n| n > 0).count() > 1)
+        .map(|(pair, t)| SplitPair {
+            pair,
+            a: t[0],
+            b: t[1],
+            tie: t[2],
+        })
+        .collect();
+    let gold_failures = kept
+        .iter()
+        .filter(|o| o.kind != "repeat" && o.choice != "cant_tell")
+        .filter(|o| o.gold.as_ref().is_some_and(|g| *g != o.choice))
+        .map(|o| GoldFailure {
+            pair: o.pair,
+            assignment: o.assignment,
+            rater: name(&o.rater),
+            gold: o.gold.clone().unwrap_or_default(),
+            choice: o.choice.clone(),
+        })
+        .collect();
+
+    ProjectQuality {
+        judgments: first_answers().count(),
+        agreement: agreement(&project_ratings),
+        position: detectors::position_bias(left, right),
+        length: project_length,
+        ties: share_of(first_answers(), "tie"),
+        cant_tell: share_of(first_answers(), "cant_tell"),
+        gold_accuracy: gold_counts(kept.iter().copied()),
+        self_consistency: consistency(kept.iter().copied(), &by_assignment),
+        timing: timing_of(first_answers()),
+        class_priors: ds.map(|d| d.priors).unwrap_or_default(),
+        raters: rater_rows,
+        rater_pairs,
+        split_pairs,
+        gold_failures,
+    }
+}
+
+/// A project's judgments in time order, with pair and rollout facts, and its raters.
+pub async fn load(pool: &PgPool, project_id: Uuid) -> sqlx::Result<(Vec<Obs>, Vec<RaterInfo>)> {
+    let obs = sqlx::query_as(
+        "select j.assignment_id as assignment, a.repeat_of, j.rater_id as rater,
+                j.comparison_id as pair, j.choice, j.displayed_choice as displayed, j.kind,
+                j.duration_ms, j.answered_before_clip_end as before_clip_end, j.created_at as at,
+                c.gold, length(ra.body) as len_a, length(rb.body) as len_b
+         from judgments j
+         join assignments a on a.id = j.assignment_id
+         join comparisons c on c.id = j.comparison_id
+         join rollouts ra on ra.id = c.rollout_a
+         join rollouts rb on rb.id = c.rollout_b
+         where j.project_id = $1
+         order by j.created_at, j.id",
+    )
+    .bind(project_id)
+    .fetch_all(pool)
+    .await?;
+    let raters = sqlx::query_as(
+        "select u.id, u.name, m.excluded_at is not null as excluded, m.paused_at is not null as paused
+         from users u join project_members m on m.user_id = u.id and m.project_id = $1
+         union all
+         select u.id, u.name, false, false from users u
+         where u.id in (select distinct rater_id from judgments where project_id = $1)
+           and not exists (select 1 from project_members m where m.user_id = u.id and m.project_id = $1)",
+    )
+    .bind(project_id)
+    .fetch_all(pool)
+    .await?;
+    Ok((obs, raters))
+}
+
+/// The report as the pages and the API show it now.
+pub async fn report(pool: &PgPool, project_id: Uuid) -> sqlx::Result<ProjectQuality> {
+    let (obs, raters) = load(pool, project_id).await?;
+    let excluded = raters.iter().filter(|r| r.excluded).map(|r| r.id).collect();
+    Ok(analyse(&obs, &raters, &excluded))
+}
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
