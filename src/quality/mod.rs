@@ -2,6 +2,7 @@
 //! report, and the lead's actions (gold, pause, exclusion).
 
 pub mod actions;
+pub mod bench;
 pub mod detectors;
 pub mod model_check;
 pub mod report;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::report;
+use super::report::{self, ProjectQuality};
 
 /// The least weight a rater gets: their answers still count a little, so a project whose
 /// raters all look like chance still trains.
@@ -31,6 +31,17 @@ impl Weights {
     pub fn get(&self, rater: &Uuid) -> f32 {
         self.0.get(rater).copied().unwrap_or(1.0)
     }
+
+    /// Every rater's weight from the report's reliabilities and class shares.
+    pub fn from_report(q: &ProjectQuality) -> Self {
+        let chance = q.class_priors.iter().copied().fold(0.0, f64::max);
+        Weights(
+            q.raters
+                .iter()
+                .filter_map(|r| Some((r.id, reliability_weight(r.reliability?, chance))))
+                .collect(),
+        )
+    }
 }
 
 /// The project's weights when it trains with reliability weighting; None when it does not.
@@ -43,13 +54,7 @@ pub async fn for_training(pool: &PgPool, project_id: Uuid) -> sqlx::Result<Optio
         return Ok(None);
     }
     let q = report::report(pool, project_id).await?;
-    let chance = q.class_priors.iter().copied().fold(0.0, f64::max);
-    Ok(Some(Weights(
-        q.raters
-            .iter()
-            .filter_map(|r| Some((r.id, reliability_weight(r.reliability?, chance))))
-            .collect(),
-    )))
+    Ok(Some(Weights::from_report(&q)))
 }
 
 #[cfg(test)]
