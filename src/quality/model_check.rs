@@ -83,12 +83,7 @@ pub async fn disagreements(
     let mut out = vec![];
     for (r, pair) in rows.iter().zip(scored.rewards.chunks(2)) {
         let (id, _, _, na, nb, n) = *r;
-        let p_a = 1.0 / (1.0 + f64::from(pair[1].mean - pair[0].mean).exp());
-        let (consensus, votes, p) = if na > nb {
-            ("a", na, p_a)
-        } else {
-            ("b", nb, 1.0 - p_a)
-        };
+        let (consensus, votes, p) = verdict(na, nb, pair[0].mean, pair[1].mean);
         if p <= CONFIDENT {
             out.push(ModelDisagreement {
                 pair: id,
@@ -101,4 +96,34 @@ pub async fn disagreements(
     }
     out.sort_by(|a, b| a.model_probability.total_cmp(&b.model_probability));
     Ok(Some(out))
+}
+
+/// The majority (a or b, given a strict majority), its votes, and the model's probability of
+/// it: P(a ≻ b) = σ(reward_a − reward_b), the Bradley–Terry reading of the rewards.
+fn verdict(na: i64, nb: i64, reward_a: f32, reward_b: f32) -> (&'static str, i64, f64) {
+    let p_a = 1.0 / (1.0 + f64::from(reward_b - reward_a).exp());
+    if na > nb {
+        ("a", na, p_a)
+    } else {
+        ("b", nb, 1.0 - p_a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_probability_is_of_the_raters_choice() {
+        // Raters 3-0 for a; the model gives b a reward 3 higher: P(a) = σ(-3) = 0.0474.
+        let (c, votes, p) = verdict(3, 0, 0.0, 3.0);
+        assert_eq!((c, votes), ("a", 3));
+        assert!((p - 0.047_426).abs() < 1e-6 && p <= CONFIDENT);
+        // Raters 1-2 for b, same rewards: the model agrees, P(b) = 0.9526.
+        let (c, _, p) = verdict(1, 2, 0.0, 3.0);
+        assert_eq!(c, "b");
+        assert!((p - 0.952_574).abs() < 1e-6);
+        // Equal rewards: a coin flip, never confident.
+        assert_eq!(verdict(2, 0, 1.5, 1.5).2, 0.5);
+    }
 }

@@ -566,3 +566,58 @@ async fn the_quality_api_is_in_the_openapi_document() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighting_and_the_model_check_work_on_a_trained_project() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ClipStore::local(dir.path()).unwrap();
+    let opts = simulate::SimOpts {
+        task: simulate::TaskKind::Text,
+        pairs: 40,
+        raters: 4,
+        overlap: 2,
+        train: true,
+        steps: Some(20),
+        temperature: 1.0,
+        seed: 3,
+    };
+    simulate::project::run(&app.pool, &store, &opts)
+        .await
+        .unwrap();
+    let project = backflip::projects::by_slug(&app.pool, "sim-text")
+        .await
+        .unwrap();
+    // Off by default: every judgment weighs 1.
+    let rows = backflip::reward::data::judgments(&app.pool, project.id)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 80);
+    assert!(rows.iter().all(|r| r.weight == 1.0));
+    sqlx::query("update projects set reliability_weighting = true where id = $1")
+        .bind(project.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let rows = backflip::reward::data::judgments(&app.pool, project.id)
+        .await
+        .unwrap();
+    let weights: BTreeSet<u32> = rows.iter().map(|r| (r.weight * 1000.0) as u32).collect();
+    assert!(weights.len() > 1, "raters weigh differently: {weights:?}");
+    assert!(rows.iter().all(|r| (0.05..=1.0).contains(&r.weight)));
+    // The model check scores every majority pair with the trained model.
+    let found = backflip::quality::model_check::disagreements(
+        &app.pool,
+        &store,
+        &Default::default(),
+        &project,
+    )
+    .await
+    .unwrap()
+    .expect("the project has a model");
+    assert!(
+        found
+            .iter()
+            .all(|d| d.model_probability <= 0.1 && d.votes * 2 > d.answers)
+    );
+}
