@@ -87,7 +87,14 @@ pub fn binomial_test(k: usize, n: usize, p0: f64) -> f64 {
         let certain = if p0 <= 0.0 { 0 } else { n };
         return if k == certain { 1.0 } else { 0.0 };
     }
-    let ln_pmf = |i: usize| ln_choose(n, i) + i as f64 * p0.ln() + (n - i) as f64 * (1.0 - p0).ln();
+    // ln(i!) for every i up to n, once: the test then costs O(n), not O(n^2).
+    let mut ln_fact = vec![0.0f64; n + 1];
+    for i in 2..=n {
+        ln_fact[i] = ln_fact[i - 1] + (i as f64).ln();
+    }
+    let (lp, lq) = (p0.ln(), (1.0 - p0).ln());
+    let ln_pmf =
+        |i: usize| ln_fact[n] - ln_fact[i] - ln_fact[n - i] + i as f64 * lp + (n - i) as f64 * lq;
     let own = ln_pmf(k);
     // Relative tolerance as in R, so outcomes exactly as likely as k are counted despite rounding.
     let limit = own + (1.0 + 1e-7f64).ln();
@@ -97,15 +104,6 @@ pub fn binomial_test(k: usize, n: usize, p0: f64) -> f64 {
         .map(f64::exp)
         .sum();
     p.min(1.0)
-}
-
-fn ln_choose(n: usize, k: usize) -> f64 {
-    ln_gamma_int(n) - ln_gamma_int(k) - ln_gamma_int(n - k)
-}
-
-/// ln(x!) by summing logs (n is at most the judgments of one rater, so this stays cheap).
-fn ln_gamma_int(x: usize) -> f64 {
-    (2..=x).map(|i| (i as f64).ln()).sum()
 }
 
 /// The median of the values, None when there are none.

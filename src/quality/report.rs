@@ -419,9 +419,14 @@ pub fn analyse(obs: &[Obs], raters: &[RaterInfo], excluded: &HashSet<Uuid>) -> P
     let mut rater_rows = vec![];
     let mut ids: Vec<Uuid> = idx.raters.keys().copied().collect();
     ids.sort_by_key(|id| name(id));
+    let mut by_rater = HashMap::<Uuid, Vec<&Obs>>::new();
+    for o in obs {
+        by_rater.entry(o.rater).or_default().push(o);
+    }
     for id in &ids {
         let ri = idx.raters[id];
-        let own = || obs.iter().filter(move |o| o.rater == *id);
+        let mine = &by_rater[id];
+        let own = || mine.iter().copied();
         let own_first = || own().filter(|o| o.kind != "repeat");
         let ((l, r), (lg, ln)) = sides(own_first());
         let series: Vec<(OffsetDateTime, Option<bool>)> = own_first()
@@ -457,36 +462,55 @@ pub fn analyse(obs: &[Obs], raters: &[RaterInfo], excluded: &HashSet<Uuid>) -> P
         rater_rows.push(row);
     }
 
-    let mut rater_pairs = vec![];
-    for (i, a) in ids.iter().enumerate() {
-        for b in &ids[i + 1..] {
-            let (ra, rb) = (idx.raters[a], idx.raters[b]);
-            let two: Vec<Rating> = everyone
-                .iter()
-                .filter(|x| x.rater == ra || x.rater == rb)
-                .copied()
-                .collect();
-            let mut answers = HashMap::<usize, [Option<usize>; 2]>::new();
-            for x in &two {
-                answers.entry(x.item).or_default()[usize::from(x.rater == rb)] = Some(x.category);
+    // Rater pairs from the pairs they share: each item adds its answers to every pair of its
+    // raters, so the cost follows items x overlap^2, not raters^2 x ratings.
+    let position: HashMap<usize, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(p, id)| (idx.raters[id], p))
+        .collect();
+    let mut items = BTreeMap::<usize, BTreeMap<usize, usize>>::new();
+    for r in &everyone {
+        items.entry(r.item).or_default().insert(r.rater, r.category);
+    }
+    let mut shared = BTreeMap::<(usize, usize), Vec<Rating>>::new();
+    for (&item, answers) in &items {
+        let mut here: Vec<(usize, usize)> = answers.iter().map(|(&r, &c)| (r, c)).collect();
+        here.sort_by_key(|(r, _)| position[r]);
+        for (i, &(ra, ca)) in here.iter().enumerate() {
+            for &(rb, cb) in &here[i + 1..] {
+                let v = shared.entry((position[&ra], position[&rb])).or_default();
+                v.push(Rating {
+                    item,
+                    rater: ra,
+                    category: ca,
+                });
+                v.push(Rating {
+                    item,
+                    rater: rb,
+                    category: cb,
+                });
             }
-            let both: Vec<(usize, usize)> = answers
-                .values()
-                .filter_map(|[x, y]| Some(((*x)?, (*y)?)))
-                .collect();
-            if both.is_empty() {
-                continue;
-            }
-            let same = both.iter().filter(|(x, y)| x == y).count();
-            rater_pairs.push(PairAgreement {
-                a: name(a),
-                b: name(b),
-                shared: both.len(),
-                agreement: Some(same as f64 / both.len() as f64),
-                kappa: stats::cohen_kappa(&two, ra, rb, 3, MIN_PAIR_OVERLAP),
-            });
         }
     }
+    let rater_pairs = shared
+        .into_iter()
+        .map(|((pa, pb), two)| {
+            let (ra, rb) = (idx.raters[&ids[pa]], idx.raters[&ids[pb]]);
+            let n = two.len() / 2;
+            let same = two
+                .chunks(2)
+                .filter(|c| c[0].category == c[1].category)
+                .count();
+            PairAgreement {
+                a: name(&ids[pa]),
+                b: name(&ids[pb]),
+                shared: n,
+                agreement: Some(same as f64 / n as f64),
+                kappa: stats::cohen_kappa(&two, ra, rb, 3, MIN_PAIR_OVERLAP),
+            }
+        })
+        .collect();
 
     let mut tallies = BTreeMap::<Uuid, [usize; 3]>::new();
     let mut seen = HashSet::new();

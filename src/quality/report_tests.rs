@@ -240,3 +240,52 @@ fn no_judgments_is_an_empty_report() {
     assert_eq!(q.position.share.share, None);
     assert!(q.length.is_none());
 }
+
+/// How long the report takes on a large synthetic project (`n` judgments, `raters` raters,
+/// three answers a pair). Run: `cargo test --lib quality::report::tests::scale -- --ignored
+/// --nocapture`; figures in docs/quality.md.
+#[test]
+#[ignore = "a benchmark"]
+fn scale() {
+    for (n, raters_n) in [(100_000usize, 100u128), (1_000_000, 1000)] {
+        let t0 = time::macros::datetime!(2026-11-20 10:00 UTC);
+        let obs: Vec<Obs> = (0..n)
+            .map(|k| {
+                let pair = k / 3;
+                let rater = (pair * 7 + k % 3) as u128 % raters_n;
+                let left = (k * 2_654_435_761) % 7 < 4;
+                Obs {
+                    assignment: id(10_000_000 + k as u128),
+                    repeat_of: None,
+                    rater: id(rater + 1),
+                    pair: id(P + pair as u128),
+                    choice: if (k * 40_503) % 5 < 3 { "a" } else { "b" }.into(),
+                    displayed: if left { "left" } else { "right" }.into(),
+                    kind: "regular".into(),
+                    duration_ms: Some((k % 9000) as i32),
+                    before_clip_end: None,
+                    at: t0 + time::Duration::seconds(k as i64),
+                    gold: (pair % 50 == 0).then(|| "a".to_string()),
+                    len_a: Some(100),
+                    len_b: Some((k % 200) as i32),
+                }
+            })
+            .collect();
+        let infos: Vec<RaterInfo> = (0..raters_n)
+            .map(|r| RaterInfo {
+                id: id(r + 1),
+                name: format!("rater{r}"),
+                excluded: false,
+                paused: false,
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let q = analyse(&obs, &infos, &HashSet::new());
+        println!(
+            "{n} judgments, {raters_n} raters: {:.2} s ({} rater pairs)",
+            start.elapsed().as_secs_f64(),
+            q.rater_pairs.len()
+        );
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+    }
+}
