@@ -389,11 +389,14 @@ pub async fn submit(
         String,
         Uuid,
         String,
+        bool,
     );
     let row: Option<Row> = sqlx::query_as(
         "select a.rater_id, a.state, a.expires_at > now(), a.left_is_a, a.comparison_id,
-                p.options, p.strength_scale, p.rationale, p.id, a.kind
+                p.options, p.strength_scale, p.rationale, p.id, a.kind,
+                coalesce(m.excluded_at is not null, false)
          from assignments a join projects p on p.id = a.project_id
+         left join project_members m on m.project_id = a.project_id and m.user_id = a.rater_id
          where a.id = $1 for update of a",
     )
     .bind(assignment_id)
@@ -410,6 +413,7 @@ pub async fn submit(
         rationale_mode,
         project_id,
         kind,
+        excluded,
     ) = row.ok_or(Error::NotFound("assignment"))?;
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
@@ -491,13 +495,16 @@ pub async fn submit(
         .bind(assignment_id)
         .execute(&mut *tx)
         .await?;
-    // Only a regular assignment holds a slot of the pair's coverage.
+    // Only a regular assignment holds a slot of the pair's coverage, and an excluded
+    // rater's judgment does not cover the pair (re-including them counts it then).
     if kind == "regular" {
         sqlx::query(
-            "update comparisons set judged_count = judged_count + 1, leased_count = leased_count - 1
+            "update comparisons set judged_count = judged_count + case when $2 then 0 else 1 end,
+                                    leased_count = leased_count - 1
              where id = $1",
         )
         .bind(comparison_id)
+        .bind(excluded)
         .execute(&mut *tx)
         .await?;
     }

@@ -182,6 +182,9 @@ pub struct ExclusionResult {
 /// back. Judgments are never deleted, so this is reversible. On exclusion each pair the rater
 /// judged (first answers only) loses one from its judged count, so it re-opens for another
 /// rater; re-inclusion gives it back (a pair may then hold one more answer than its overlap).
+/// While excluded, the rater's new judgments cover nothing (`labeling::submit` reads the
+/// member row). A judgment committed in the instant between the two reads may be counted once
+/// too often; pausing the rater first closes that window.
 pub async fn set_excluded(
     pool: &PgPool,
     access: &Access,

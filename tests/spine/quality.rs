@@ -270,6 +270,14 @@ async fn exclusion_is_previewed_audited_requeues_and_reverses() {
     .unwrap();
     assert_eq!(actor, "lead-x");
     assert_eq!(detail["rater"], "bad");
+    // An excluded rater who goes on labeling covers nothing: pair 4 stays open.
+    let res = app.judge_next("x", &bad, json!({"choice": "left"})).await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    assert_eq!(
+        app.count("select coalesce(sum(judged_count), 0)::bigint from comparisons")
+            .await,
+        0
+    );
     // The pairs the excluded rater covered go back to the queue: the other rater gets all 4.
     for _ in 0..4 {
         let res = app.judge_next("x", &good, json!({"choice": "right"})).await;
@@ -290,18 +298,18 @@ async fn exclusion_is_previewed_audited_requeues_and_reverses() {
     assert_eq!(rows.len(), 4);
     // Reversible: the judgments count again.
     let res = exclude(false).await;
-    assert_eq!(res.json()["pairs_requeued"], 3);
+    assert_eq!(res.json()["pairs_requeued"], 4);
     assert_eq!(
         backflip::reward::data::judgments(&app.pool, project)
             .await
             .unwrap()
             .len(),
-        7
+        8
     );
     assert_eq!(
         app.count("select coalesce(sum(judged_count), 0)::bigint from comparisons")
             .await,
-        7
+        8
     );
     assert_eq!(
         app.count(
@@ -312,7 +320,7 @@ async fn exclusion_is_previewed_audited_requeues_and_reverses() {
     );
     assert_eq!(
         app.count("select count(*) from judgments").await,
-        7,
+        8,
         "nothing deleted"
     );
 }
