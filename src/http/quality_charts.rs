@@ -7,7 +7,7 @@ use crate::quality::series::DayPoint;
 
 const BLUE: RGBColor = RGBColor(36, 87, 197);
 const ORANGE: RGBColor = RGBColor(214, 110, 30);
-/// The heatmap shows at most this many raters (the busiest first, as the caller orders them).
+/// The heatmap shows at most this many raters (the first ones in the order given).
 pub const HEATMAP_MAX: usize = 40;
 
 /// Majority agreement and left share by day; `None` when there are no days.

@@ -3,7 +3,9 @@
 
 pub mod actions;
 pub mod bench;
+mod checks;
 pub mod detectors;
+pub mod figures;
 pub mod model_check;
 pub mod report;
 pub mod series;

@@ -9,14 +9,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
 use sqlx::PgPool;
-use time::{Date, OffsetDateTime};
-use utoipa::ToSchema;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use super::figures::*;
 use super::{
-    detectors::{self, Drift, Proportion, Tested, Timing},
+    checks::{drifts, flags},
+    detectors::{self, Proportion, Timing},
     stats::{self, Rating},
 };
 
@@ -24,138 +24,6 @@ use super::{
 pub const FAST_MS: i32 = 1500;
 /// Cohen's kappa is shown for rater pairs sharing at least this many pairs.
 pub const MIN_PAIR_OVERLAP: usize = 5;
-/// A gap between judgments at least this long starts a new labeling session.
-const SESSION_GAP: time::Duration = time::Duration::minutes(crate::rater::BREAK_MINUTES);
-
-/// One judgment with what the report needs about it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Obs {
-    pub assignment: Uuid,
-    /// For a repeat: the earlier assignment it repeats.
-    pub repeat_of: Option<Uuid>,
-    pub rater: Uuid,
-    pub pair: Uuid,
-    /// Canonical: a, b, tie, cant_tell.
-    pub choice: String,
-    /// As pressed: left, right, tie, cant_tell.
-    pub displayed: String,
-    /// regular, gold or repeat.
-    pub kind: String,
-    pub duration_ms: Option<i32>,
-    pub before_clip_end: Option<bool>,
-    pub at: OffsetDateTime,
-    /// The pair's gold answer (a, b or tie), if it is gold.
-    pub gold: Option<String>,
-    /// Character lengths of the two texts (None for clips).
-    pub len_a: Option<i32>,
-    pub len_b: Option<i32>,
-}
-
-/// A rater as the report lists them.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RaterInfo {
-    pub id: Uuid,
-    pub name: String,
-    pub excluded: bool,
-    pub paused: bool,
-}
-
-/// Inter-rater agreement over pairs with at least two answers (a, b or tie).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
-pub struct Agreement {
-    /// Pairs with two or more answers.
-    pub pairs: usize,
-    pub percent: Option<f64>,
-    pub fleiss_kappa: Option<f64>,
-    pub krippendorff_alpha: Option<f64>,
-}
-
-/// Why a rater is flagged.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Flag {
-    /// low_gold_accuracy, position_bias, too_fast, low_agreement
-    pub code: &'static str,
-    pub reason: String,
-}
-
-/// One rater's figures.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RaterQuality {
-    pub id: Uuid,
-    pub name: String,
-    pub excluded: bool,
-    pub paused: bool,
-    /// First answers (repeats not counted).
-    pub judgments: usize,
-    /// Agreement with the majority of the other raters on the same pair (pairs where the others
-    /// tie for first are skipped).
-    pub majority_agreement: Proportion,
-    pub gold_accuracy: Proportion,
-    /// Repeats answered the same way as the first time (in canonical terms, sides swapped).
-    pub self_consistency: Proportion,
-    pub position: Tested,
-    /// Text projects: share choosing the longer text, against the project's level.
-    pub length: Option<Tested>,
-    pub ties: Proportion,
-    pub cant_tell: Proportion,
-    pub timing: Timing,
-    /// Majority agreement in the first and second half of each session.
-    pub session_drift: Drift,
-    /// Majority agreement on the first and second half of the days worked.
-    pub day_drift: Drift,
-    /// Dawid–Skene: probability of giving the true answer on a random pair.
-    pub reliability: Option<f64>,
-    pub flags: Vec<Flag>,
-}
-
-/// Cohen's kappa of two raters over the pairs both answered.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PairAgreement {
-    pub a: String,
-    pub b: String,
-    pub shared: usize,
-    pub agreement: Option<f64>,
-    pub kappa: Option<f64>,
-}
-
-/// A pair's answers when raters split.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SplitPair {
-    pub pair: Uuid,
-    pub a: usize,
-    pub b: usize,
-    pub tie: usize,
-}
-
-/// A wrong answer to a gold pair.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct GoldFailure {
-    pub pair: Uuid,
-    pub assignment: Uuid,
-    pub rater: String,
-    pub gold: String,
-    pub choice: String,
-}
-
-/// Everything the quality pages and `GET /quality` show.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ProjectQuality {
-    pub judgments: usize,
-    pub agreement: Agreement,
-    pub position: Tested,
-    pub length: Option<Tested>,
-    pub ties: Proportion,
-    pub cant_tell: Proportion,
-    pub gold_accuracy: Proportion,
-    pub self_consistency: Proportion,
-    pub timing: Timing,
-    /// Dawid–Skene's estimate of how often each true answer (a, b, tie) occurs.
-    pub class_priors: Vec<f64>,
-    pub raters: Vec<RaterQuality>,
-    pub rater_pairs: Vec<PairAgreement>,
-    pub split_pairs: Vec<SplitPair>,
-    pub gold_failures: Vec<GoldFailure>,
-}
 
 pub(super) fn category(choice: &str) -> Option<usize> {
     match choice {
@@ -299,95 +167,6 @@ fn timing_of<'a>(obs: impl Iterator<Item = &'a Obs> + Clone) -> Timing {
     let d: Vec<_> = obs.clone().map(|o| o.duration_ms).collect();
     let c: Vec<_> = obs.map(|o| o.before_clip_end).collect();
     detectors::timing(&d, &c, FAST_MS)
-}
-
-/// Session and day drift of majority agreement, from one rater's judgments in time order
-/// with their agreement flag where defined.
-fn drifts(series: &[(OffsetDateTime, Option<bool>)]) -> (Drift, Drift) {
-    let mut session = [(0, 0), (0, 0)];
-    let mut start = 0;
-    for i in 0..=series.len() {
-        let ends = i == series.len() || (i > 0 && series[i].0 - series[i - 1].0 >= SESSION_GAP);
-        if ends && i > start {
-            let len = i - start;
-            for (pos, (_, flag)) in series[start..i].iter().enumerate() {
-                if let Some(f) = flag {
-                    let half = usize::from(2 * pos >= len);
-                    session[half].0 += usize::from(*f);
-                    session[half].1 += 1;
-                }
-            }
-            start = i;
-        }
-    }
-    let days: Vec<Date> = {
-        let mut d: Vec<Date> = series.iter().map(|(t, _)| t.date()).collect();
-        d.dedup();
-        d
-    };
-    let mut by_day = [(0, 0), (0, 0)];
-    if days.len() >= 2 {
-        let cut = days[days.len() / 2];
-        for (t, flag) in series {
-            if let Some(f) = flag {
-                let half = usize::from(t.date() >= cut);
-                by_day[half].0 += usize::from(*f);
-                by_day[half].1 += 1;
-            }
-        }
-    }
-    (
-        detectors::drift(session[0], session[1]),
-        detectors::drift(by_day[0], by_day[1]),
-    )
-}
-
-fn flags(r: &RaterQuality) -> Vec<Flag> {
-    let mut out = vec![];
-    if r.gold_accuracy.n >= 3 && r.gold_accuracy.high < 0.8 {
-        out.push(Flag {
-            code: "low_gold_accuracy",
-            reason: format!(
-                "gold accuracy {}: below 0.80 with 95% confidence",
-                r.gold_accuracy.describe()
-            ),
-        });
-    }
-    if let Some(s) = r.position.share.share
-        && r.position.p_value < 0.01
-        && (s - 0.5).abs() >= 0.15
-    {
-        out.push(Flag {
-            code: "position_bias",
-            reason: format!(
-                "chose the left side {} (binomial test against 0.5: p = {:.2e})",
-                r.position.share.describe(),
-                r.position.p_value
-            ),
-        });
-    }
-    let (fast, early) = (&r.timing.too_fast, &r.timing.before_clip_end);
-    if fast.low > 0.2 || early.low > 0.2 {
-        out.push(Flag {
-            code: "too_fast",
-            reason: format!(
-                "answers under {} ms: {}; before the clips ended: {}",
-                r.timing.floor_ms,
-                fast.describe(),
-                early.describe()
-            ),
-        });
-    }
-    if r.majority_agreement.n >= 5 && r.majority_agreement.high < 0.6 {
-        out.push(Flag {
-            code: "low_agreement",
-            reason: format!(
-                "agreement with the other raters' majority {}: below 0.60 with 95% confidence",
-                r.majority_agreement.describe()
-            ),
-        });
-    }
-    out
 }
 
 /// The whole report, from a project's judgments (in time order) and its raters. `excluded`
