@@ -57,8 +57,9 @@ async fn reap_expired(pool: &PgPool, project_id: Uuid) -> Result<()> {
              where id in (select id from assignments
                           where project_id = $1 and state = 'leased' and expires_at <= now()
                           for update skip locked)
-             returning comparison_id),
-         per_pair as (select comparison_id, count(*) as n from expired group by comparison_id)
+             returning comparison_id, kind),
+         per_pair as (select comparison_id, count(*) as n from expired
+                      where kind = 'regular' group by comparison_id)
          update comparisons c set leased_count = c.leased_count - p.n
          from per_pair p where c.id = p.comparison_id",
     )
@@ -104,20 +105,89 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
     let mut tx = pool.begin().await?;
 
-    // The oldest live lease, and how many the rater holds.
-    let held: Option<(Uuid, Uuid, bool, OffsetDateTime, i64)> = sqlx::query_as(
-        "select id, comparison_id, left_is_a, expires_at, count(*) over () from assignments
-         where rater_id = $1 and project_id = $2 and state = 'leased' and expires_at > now()
-         order by created_at limit 1",
-    )
-    .bind(rater.id)
-    .bind(project.id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some((id, comparison_id, left_is_a, expires_at, n)) = held
+    // In one round trip: the quality settings, whether the rater is paused, and
+    // the oldest live lease with how many the rater holds.
+    type Held = (
+        f32,
+        f32,
+        bool,
+        Option<Uuid>,
+        Option<Uuid>,
+        Option<bool>,
+        Option<OffsetDateTime>,
+        Option<i64>,
+    );
+    let (gold_rate, repeat_rate, paused, id, comparison_id, left_is_a, expires_at, n): Held =
+        sqlx::query_as(
+            "select p.gold_rate, p.repeat_rate,
+                    exists (select 1 from project_members m where m.project_id = p.id
+                            and m.user_id = $1 and m.paused_at is not null),
+                    h.id, h.comparison_id, h.left_is_a, h.expires_at, h.n
+             from projects p left join lateral (
+                 select id, comparison_id, left_is_a, expires_at, count(*) over () as n
+                 from assignments
+                 where rater_id = $1 and project_id = p.id and state = 'leased' and expires_at > now()
+                 order by created_at limit 1) h on true
+             where p.id = $2",
+        )
+        .bind(rater.id)
+        .bind(project.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if paused {
+        return Err(Error::Conflict {
+            code: "paused",
+            message: "the project's leads have paused your labeling here".into(),
+        });
+    }
+    if let (Some(id), Some(comparison_id), Some(left_is_a), Some(expires_at), Some(n)) =
+        (id, comparison_id, left_is_a, expires_at, n)
         && n >= MAX_LIVE_LEASES
     {
         let pair = shown(&mut tx, id, comparison_id, left_is_a, expires_at).await?;
+        tx.commit().await?;
+        return Ok(Some(pair));
+    }
+
+    // Quality checks, each taken only at its configured rate and each a single
+    // indexed probe: a gold pair the rater has not seen, or one of their judged
+    // pairs again with the sides swapped. Neither touches the pair's counts.
+    let (gold_roll, repeat_roll) = {
+        let mut rng = rand::rng();
+        (rng.random::<f32>(), rng.random::<f32>())
+    };
+    let extra: Option<(Uuid, &str, Option<Uuid>, bool)> = if gold_roll < gold_rate {
+        sqlx::query_scalar::<_, Uuid>(
+            "select c.id from comparisons c
+             where c.project_id = $1 and c.gold is not null
+               and not exists (select 1 from assignments a where a.comparison_id = c.id
+                               and a.rater_id = $2 and a.state <> 'expired')
+             order by c.seq limit 1",
+        )
+        .bind(project.id)
+        .bind(rater.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|c| (c, "gold", None, rand::rng().random_bool(0.5)))
+    } else if repeat_roll < repeat_rate {
+        let earlier: Option<(Uuid, Uuid, bool)> = sqlx::query_as(
+            "update assignments set repeated = true
+             where id = (select id from assignments
+                         where rater_id = $1 and project_id = $2 and state = 'judged'
+                           and kind = 'regular' and not repeated
+                         order by judged_at limit 1 for update skip locked)
+             returning id, comparison_id, left_is_a",
+        )
+        .bind(rater.id)
+        .bind(project.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        earlier.map(|(id, c, left_is_a)| (c, "repeat", Some(id), !left_is_a))
+    } else {
+        None
+    };
+    if let Some((comparison_id, kind, repeat_of, left_is_a)) = extra {
+        let pair = assign(&mut tx, access, comparison_id, kind, repeat_of, left_is_a).await?;
         tx.commit().await?;
         return Ok(Some(pair));
     }
@@ -145,21 +215,38 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
         .execute(&mut *tx)
         .await?;
     let left_is_a = rand::rng().random_bool(0.5);
+    let pair = assign(&mut tx, access, comparison_id, "regular", None, left_is_a).await?;
+    tx.commit().await?;
+    Ok(Some(pair))
+}
+
+/// Insert the assignment and return the pair as the rater will see it. The
+/// answer has the same shape whatever the kind, so a gold or repeated pair
+/// cannot be told from any other.
+async fn assign(
+    tx: &mut Transaction<'_, Postgres>,
+    access: &Access,
+    comparison_id: Uuid,
+    kind: &str,
+    repeat_of: Option<Uuid>,
+    left_is_a: bool,
+) -> Result<NextPair> {
     let (assignment_id, expires_at): (Uuid, OffsetDateTime) = sqlx::query_as(
-        "insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at)
-         values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+        "insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at,
+                                  kind, repeat_of)
+         values ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7)
          returning id, expires_at",
     )
     .bind(comparison_id)
-    .bind(project.id)
-    .bind(rater.id)
+    .bind(access.project.id)
+    .bind(access.user.id)
     .bind(left_is_a)
-    .bind(f64::from(project.lease_seconds))
-    .fetch_one(&mut *tx)
+    .bind(f64::from(access.project.lease_seconds))
+    .bind(kind)
+    .bind(repeat_of)
+    .fetch_one(&mut **tx)
     .await?;
-    let pair = shown(&mut tx, assignment_id, comparison_id, left_is_a, expires_at).await?;
-    tx.commit().await?;
-    Ok(Some(pair))
+    shown(tx, assignment_id, comparison_id, left_is_a, expires_at).await
 }
 
 /// The pair as the rater sees it, sides as recorded in the assignment.
@@ -301,18 +388,33 @@ pub async fn submit(
         Option<i32>,
         String,
         Uuid,
+        String,
+        bool,
     );
     let row: Option<Row> = sqlx::query_as(
         "select a.rater_id, a.state, a.expires_at > now(), a.left_is_a, a.comparison_id,
-                p.options, p.strength_scale, p.rationale, p.id
+                p.options, p.strength_scale, p.rationale, p.id, a.kind,
+                coalesce(m.excluded_at is not null, false)
          from assignments a join projects p on p.id = a.project_id
+         left join project_members m on m.project_id = a.project_id and m.user_id = a.rater_id
          where a.id = $1 for update of a",
     )
     .bind(assignment_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (owner, state, live, left_is_a, comparison_id, options, scale, rationale_mode, project_id) =
-        row.ok_or(Error::NotFound("assignment"))?;
+    let (
+        owner,
+        state,
+        live,
+        left_is_a,
+        comparison_id,
+        options,
+        scale,
+        rationale_mode,
+        project_id,
+        kind,
+        excluded,
+    ) = row.ok_or(Error::NotFound("assignment"))?;
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
     }
@@ -346,8 +448,8 @@ pub async fn submit(
     let judgment: Judgment = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
              displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
-             duration_ms, idempotency_key, replays, answered_before_clip_end)
-         values ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             duration_ms, idempotency_key, replays, answered_before_clip_end, kind)
+         values ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)
          returning {JUDGMENT_COLUMNS}"
     )))
     .bind(assignment_id)
@@ -377,6 +479,7 @@ pub async fn submit(
     .bind(input.replays)
     .bind(input.answered_before_clip_end)
     .bind(project_id)
+    .bind(&kind)
     .fetch_one(&mut *tx)
     .await
     .map_err(
@@ -392,13 +495,19 @@ pub async fn submit(
         .bind(assignment_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "update comparisons set judged_count = judged_count + 1, leased_count = leased_count - 1
-         where id = $1",
-    )
-    .bind(comparison_id)
-    .execute(&mut *tx)
-    .await?;
+    // Only a regular assignment holds a slot of the pair's coverage, and an excluded
+    // rater's judgment does not cover the pair (re-including them counts it then).
+    if kind == "regular" {
+        sqlx::query(
+            "update comparisons set judged_count = judged_count + case when $2 then 0 else 1 end,
+                                    leased_count = leased_count - 1
+             where id = $1",
+        )
+        .bind(comparison_id)
+        .bind(excluded)
+        .execute(&mut *tx)
+        .await?;
+    }
     // Retraining is queued in the same transaction as the judgment that calls for it.
     crate::jobs::storage::enqueue_training_if_due(&mut tx, project_id).await?;
     // Durable before the client hears of it: commit waits for the WAL flush.

@@ -3,8 +3,9 @@
 //! and the win matrix, as Chatbot Arena ranks models.
 //!
 //! A judgment between rollouts of policies *i* and *j* counts as a win for the preferred one,
-//! a tie as half a win for each; can't-tell answers, pairs of one policy against itself,
-//! rollouts without a policy and excluded raters' judgments are left out.
+//! a tie as half a win for each; can't-tell answers, a rater's swapped repeats of a pair,
+//! pairs of one policy against itself, rollouts without a policy and excluded raters'
+//! judgments are left out.
 //!
 //! Model: `P(i beats j) = σ(s_i − s_j)`. Strengths are fitted by Hunter's (2004) MM
 //! algorithm with a weak prior — each policy also plays one virtual game, drawn, against a
@@ -212,6 +213,7 @@ pub async fn for_project(pool: &PgPool, project_id: Uuid) -> sqlx::Result<Leader
          join rollouts rb on rb.id = c.rollout_b
          left join project_members m on m.project_id = j.project_id and m.user_id = j.rater_id
          where j.project_id = $1 and j.choice <> 'cant_tell' and m.excluded_at is null
+           and j.kind <> 'repeat'
            and ra.policy is not null and rb.policy is not null and ra.policy <> rb.policy",
     )
     .bind(project_id)

@@ -127,13 +127,15 @@ pub async fn report(
         return Err(Error::invalid("give a reason (at most 10,000 bytes)"));
     }
     let mut tx = pool.begin().await?;
-    let row: Option<(Uuid, String, Uuid, Uuid)> = sqlx::query_as(
-        "select rater_id, state, comparison_id, project_id from assignments where id = $1 for update",
+    let row: Option<(Uuid, String, Uuid, Uuid, String)> = sqlx::query_as(
+        "select rater_id, state, comparison_id, project_id, kind from assignments
+         where id = $1 for update",
     )
     .bind(assignment_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (owner, state, comparison_id, project_id) = row.ok_or(Error::NotFound("assignment"))?;
+    let (owner, state, comparison_id, project_id, kind) =
+        row.ok_or(Error::NotFound("assignment"))?;
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
     }
@@ -173,10 +175,13 @@ pub async fn report(
         .bind(assignment_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("update comparisons set leased_count = leased_count - 1 where id = $1")
-        .bind(comparison_id)
-        .execute(&mut *tx)
-        .await?;
+    // Gold checks and repeats hold no slot of the pair's coverage.
+    if kind == "regular" {
+        sqlx::query("update comparisons set leased_count = leased_count - 1 where id = $1")
+            .bind(comparison_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(id)
 }

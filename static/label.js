@@ -224,7 +224,7 @@
       if (!failed) next = fetchNext();
     } else if (got.none) {
       showDone();
-    } else if (got.error.code === "break_time" || got.error.code === "content_warning") {
+    } else if (got.error.code === "break_time" || got.error.code === "paused" || got.error.code === "content_warning") {
       showBreak(got.error.message);
     } else {
       showError(got.error.message, false);

@@ -112,7 +112,7 @@ impl Modify for BearerAuth {
 }
 
 async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+    axum::Json(ApiDoc::openapi().merge_from(super::quality_api::QualityDoc::openapi()))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -6,6 +6,8 @@ pub(crate) mod charts;
 mod error;
 mod extract;
 mod pages;
+mod quality_api;
+pub(crate) mod quality_charts;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -58,6 +60,7 @@ impl Settings {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router(&state))
+        .merge(quality_api::router())
         .merge(pages::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -1,8 +1,10 @@
 //! Training examples from a project's judgments.
 //!
 //! Canonical choice `a` → target 1 (rollout a preferred), `b` → 0, `tie` → ½;
-//! `cant_tell` is dropped, and so are judgments of excluded raters. Each
-//! example has weight 1.0 (the rater-reliability work will set it later).
+//! `cant_tell` is dropped, and so are judgments of excluded raters and swapped
+//! repeats (a rater's second answer to the same pair). Each example has weight
+//! 1.0, or, when the project asks for it, its rater's reliability weight (see
+//! `quality::weights`).
 
 use std::collections::HashMap;
 
@@ -28,6 +30,8 @@ pub struct Labelled {
     pub a: RolloutContent,
     pub b: RolloutContent,
     pub target: f32,
+    /// The example's weight in the loss.
+    pub weight: f32,
 }
 
 /// The judgments of a project that training uses.
@@ -43,44 +47,50 @@ pub async fn judgments(pool: &PgPool, project_id: Uuid) -> sqlx::Result<Vec<Labe
         Option<String>,
         Option<String>,
         Option<serde_json::Value>,
+        Uuid,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "select c.id, j.choice,
                 ra.id, ra.body, ra.clip_sha256, ra.meta -> 'features',
-                rb.id, rb.body, rb.clip_sha256, rb.meta -> 'features'
+                rb.id, rb.body, rb.clip_sha256, rb.meta -> 'features', j.rater_id
          from judgments j
          join comparisons c on c.id = j.comparison_id
          join rollouts ra on ra.id = c.rollout_a
          join rollouts rb on rb.id = c.rollout_b
          left join project_members m on m.project_id = j.project_id and m.user_id = j.rater_id
          where j.project_id = $1 and j.choice <> 'cant_tell' and m.excluded_at is null
+           and j.kind <> 'repeat'
          order by j.created_at",
     )
     .bind(project_id)
     .fetch_all(pool)
     .await?;
+    let weights = crate::quality::weights::for_training(pool, project_id).await?;
     Ok(rows
         .into_iter()
         .map(
-            |(comparison, choice, aid, abody, aclip, afeat, bid, bbody, bclip, bfeat)| Labelled {
-                comparison,
-                a: RolloutContent {
-                    id: aid,
-                    body: abody,
-                    clip_sha256: aclip,
-                    features: afeat,
-                },
-                b: RolloutContent {
-                    id: bid,
-                    body: bbody,
-                    clip_sha256: bclip,
-                    features: bfeat,
-                },
-                target: match choice.as_str() {
-                    "a" => 1.0,
-                    "b" => 0.0,
-                    _ => 0.5,
-                },
+            |(comparison, choice, aid, abody, aclip, afeat, bid, bbody, bclip, bfeat, rater)| {
+                Labelled {
+                    comparison,
+                    a: RolloutContent {
+                        id: aid,
+                        body: abody,
+                        clip_sha256: aclip,
+                        features: afeat,
+                    },
+                    b: RolloutContent {
+                        id: bid,
+                        body: bbody,
+                        clip_sha256: bclip,
+                        features: bfeat,
+                    },
+                    target: match choice.as_str() {
+                        "a" => 1.0,
+                        "b" => 0.0,
+                        _ => 0.5,
+                    },
+                    weight: weights.as_ref().map_or(1.0, |w| w.get(&rater)),
+                }
             },
         )
         .collect())
@@ -128,7 +138,7 @@ pub fn vector_examples(kind: ModelKind, rows: &[Labelled]) -> Vec<(Uuid, Example
                     left: a,
                     right: b,
                     target: r.target,
-                    weight: 1.0,
+                    weight: r.weight,
                 },
             ))
         })
@@ -182,7 +192,7 @@ pub fn clip_examples(
                     left: a,
                     right: b,
                     target: r.target,
-                    weight: 1.0,
+                    weight: r.weight,
                 },
             ))
         })
@@ -217,6 +227,7 @@ mod tests {
             a: r(a),
             b: r(b),
             target: 1.0,
+            weight: 1.0,
         };
         let v = Some(serde_json::json!([0.1, 0.2]));
         assert_eq!(

@@ -12,6 +12,7 @@ mod crash;
 mod jobs;
 mod leaderboard;
 mod pages;
+mod quality;
 mod rater;
 mod reward;
 mod roles;

@@ -123,6 +123,12 @@ async fn every_route_checks_every_role() {
     let readers: &[&str] = &["admin", "lead", "researcher"];
     let labelers: &[&str] = &["admin", "lead", "annotator"];
     let members: &[&str] = &["admin", "lead", "researcher", "annotator"];
+    let pair: uuid::Uuid = sqlx::query_scalar("select id from comparisons limit 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let gold_path: &'static str =
+        Box::leak(format!("/api/v1/projects/p/pairs/{pair}/gold").into_boxed_str());
     let routes = [
         Route {
             method: Method::GET,
@@ -243,6 +249,73 @@ async fn every_route_checks_every_role() {
             allowed: readers,
             also: &[],
         },
+        // Rater quality: leads and researchers read, leads act.
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/quality/raters/annotator",
+            body: None,
+            allowed: readers,
+            // The annotator has not judged yet here: "rater not found" once past the check.
+            also: &[StatusCode::NOT_FOUND],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/quality",
+            body: None,
+            allowed: readers,
+            also: &[],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/quality/settings",
+            body: None,
+            allowed: readers,
+            also: &[],
+        },
+        Route {
+            method: Method::PUT,
+            path: "/api/v1/projects/p/quality/settings",
+            body: Some(
+                json!({"gold_rate": 0.0, "repeat_rate": 0.0, "reliability_weighting": false}),
+            ),
+            allowed: managers,
+            also: &[],
+        },
+        Route {
+            method: Method::PUT,
+            path: gold_path,
+            body: Some(json!({"answer": null})),
+            allowed: managers,
+            also: &[],
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/gold/promote",
+            body: Some(json!({"min_answers": 3})),
+            allowed: managers,
+            also: &[],
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/raters/annotator/pause",
+            body: Some(json!({"paused": false})),
+            allowed: managers,
+            also: &[],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/raters/annotator/exclusion",
+            body: None,
+            allowed: managers,
+            also: &[],
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/raters/annotator/exclusion",
+            body: Some(json!({"excluded": false})),
+            allowed: managers,
+            also: &[],
+        },
     ];
     // Every documented route is in the matrix or says where its access is tested, so a new
     // route cannot be forgotten: the OpenAPI document is generated from the handlers.
@@ -258,11 +331,20 @@ async fn every_route_checks_every_role() {
             {
                 continue;
             }
-            let concrete = template.replace("{slug}", "p");
+            // `{slug}` is project p; other parameters match any one segment.
+            let template = template.replace("{slug}", "p");
+            let fits = |path: &str| {
+                let (t, p): (Vec<&str>, Vec<&str>) =
+                    (template.split('/').collect(), path.split('/').collect());
+                t.len() == p.len()
+                    && t.iter()
+                        .zip(&p)
+                        .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
+            };
             assert!(
                 routes
                     .iter()
-                    .any(|r| r.method.as_str() == method && r.path == concrete),
+                    .any(|r| r.method.as_str() == method && fits(r.path)),
                 "{method} {template} is documented but not in the roles matrix: add it there \
                  (or to TESTED_ELSEWHERE, saying where its access is tested)"
             );

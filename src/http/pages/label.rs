@@ -41,8 +41,9 @@ impl LabelPage {
                 warning = access.project.content_warning.clone();
                 None
             }
+            // A paused rater sees the message where the break message goes.
             Err(Error::Conflict {
-                code: "break_time",
+                code: "break_time" | "paused",
                 message,
             }) => {
                 break_message = Some(message);

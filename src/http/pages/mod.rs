@@ -32,6 +32,8 @@ mod account;
 mod label;
 mod leaderboard;
 mod project;
+mod quality;
+mod quality_actions;
 
 use account::*;
 use label::*;
@@ -62,6 +64,29 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{slug}/warning", post(accept_warning))
         .route("/projects/{slug}/report", post(report))
         .route("/invite/{code}", get(invite_form).post(accept_invite))
+        .route("/projects/{slug}/quality", get(quality::quality_page))
+        .route("/projects/{slug}/quality/errors", get(quality::errors_page))
+        .route(
+            "/projects/{slug}/quality/settings",
+            post(quality_actions::settings),
+        )
+        .route(
+            "/projects/{slug}/quality/promote",
+            post(quality_actions::promote),
+        )
+        .route(
+            "/projects/{slug}/quality/raters/{name}",
+            get(quality::rater_page),
+        )
+        .route(
+            "/projects/{slug}/quality/raters/{name}/{action}",
+            post(quality_actions::rater_action),
+        )
+        .route("/projects/{slug}/pairs/{id}", get(quality::pair_page))
+        .route(
+            "/projects/{slug}/pairs/{id}/gold",
+            post(quality_actions::gold),
+        )
 }
 
 /// Why a page could not be shown: not logged in (go to the login form), or an error page.

@@ -1,0 +1,362 @@
+//! The quality pages: the project's quality overview with the per-rater table and the
+//! agreement heatmap, a rater's page with their series and the lead's actions, the error
+//! dashboard, and a pair as a rater saw it. Leads and researchers read; leads act.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::quality::{
+    actions::{self, ExclusionPreview, QualitySettings},
+    detectors::{Proportion, Tested},
+    model_check::{self, ModelDisagreement},
+    report::{self, Flag, GoldFailure, ProjectQuality, RaterQuality, SplitPair},
+    series::{self, Recent},
+};
+
+fn num(x: Option<f64>, digits: usize) -> String {
+    x.filter(|x| x.is_finite())
+        .map(|f| format!("{f:.digits$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// A figure as a table cell: its text and the value it sorts by.
+pub(super) struct Cell {
+    text: String,
+    sort: String,
+}
+
+impl Cell {
+    fn share(p: &Proportion) -> Self {
+        Cell {
+            text: p.describe(),
+            sort: num(p.share, 4),
+        }
+    }
+    fn value(x: Option<f64>, digits: usize) -> Self {
+        Cell {
+            text: num(x, digits),
+            sort: num(x, 6),
+        }
+    }
+    fn tested(t: &Tested) -> Self {
+        Cell {
+            text: format!("{} p={:.2e}", t.share.describe(), t.p_value),
+            sort: num(t.share.share, 4),
+        }
+    }
+}
+
+/// A rater's row of the table.
+pub(super) struct RaterRow {
+    name: String,
+    excluded: bool,
+    paused: bool,
+    judgments: usize,
+    cells: Vec<Cell>,
+    flags: Vec<Flag>,
+}
+
+impl RaterRow {
+    fn from(r: &RaterQuality) -> Self {
+        RaterRow {
+            name: r.name.clone(),
+            excluded: r.excluded,
+            paused: r.paused,
+            judgments: r.judgments,
+            cells: vec![
+                Cell::share(&r.majority_agreement),
+                Cell::share(&r.gold_accuracy),
+                Cell::share(&r.self_consistency),
+                Cell::value(r.reliability, 3),
+                Cell::tested(&r.position),
+                r.length.as_ref().map_or(Cell::value(None, 0), Cell::tested),
+                Cell::share(&r.ties),
+                Cell::share(&r.cant_tell),
+                Cell::value(r.timing.median_ms, 0),
+                Cell::share(&r.timing.too_fast),
+            ],
+            flags: r.flags.clone(),
+        }
+    }
+}
+
+/// The per-rater table's columns, in `RaterRow::cells` order.
+const RATER_COLUMNS: [&str; 10] = [
+    "Agreement with majority",
+    "Gold accuracy",
+    "Self-consistency (swapped repeats)",
+    "Reliability (Dawid–Skene)",
+    "Left share",
+    "Longer-text share",
+    "Tie rate",
+    "Can't-tell rate",
+    "Median ms",
+    "Faster than floor",
+];
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quality.html")]
+pub(super) struct QualityPage {
+    user: Option<String>,
+    csrf: String,
+    project: Project,
+    can_manage: bool,
+    q: ProjectQuality,
+    columns: Vec<&'static str>,
+    rows: Vec<RaterRow>,
+    heatmap: Option<String>,
+    settings: QualitySettings,
+    summary: Vec<(&'static str, String)>,
+    fast_ms: i32,
+}
+
+pub(super) async fn quality_page(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+) -> PageResult<QualityPage> {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_read()?;
+    let q = report::report(&state.pool, access.project.id).await?;
+    let settings = actions::settings(&state.pool, access.project.id).await?;
+    let names: Vec<String> = q.raters.iter().map(|r| r.name.clone()).collect();
+    let at: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut kappa = vec![vec![None; names.len()]; names.len()];
+    for p in &q.rater_pairs {
+        let (i, j) = (at[p.a.as_str()], at[p.b.as_str()]);
+        kappa[i][j] = p.kappa;
+        kappa[j][i] = p.kappa;
+    }
+    let a = &q.agreement;
+    let summary = vec![
+        ("Judgments (first answers)", q.judgments.to_string()),
+        ("Pairs with 2+ answers", a.pairs.to_string()),
+        ("Percent agreement", num(a.percent, 3)),
+        ("Fleiss' kappa", num(a.fleiss_kappa, 3)),
+        (
+            "Krippendorff's alpha (nominal)",
+            num(a.krippendorff_alpha, 3),
+        ),
+        ("Gold accuracy", q.gold_accuracy.describe()),
+        (
+            "Self-consistency on swapped repeats",
+            q.self_consistency.describe(),
+        ),
+        (
+            "Left share (binomial test against 0.5)",
+            Cell::tested(&q.position).text,
+        ),
+        (
+            "Longer-text share",
+            q.length
+                .as_ref()
+                .map_or("–".into(), |t| Cell::tested(t).text),
+        ),
+        ("Tie rate", q.ties.describe()),
+        ("Can't-tell rate", q.cant_tell.describe()),
+        ("Median answer time (ms)", num(q.timing.median_ms, 0)),
+        (
+            "Answers faster than the floor",
+            q.timing.too_fast.describe(),
+        ),
+        (
+            "Answered before the clips ended",
+            q.timing.before_clip_end.describe(),
+        ),
+    ];
+    let c = chrome(&s);
+    Ok(QualityPage {
+        user: c.user,
+        csrf: c.csrf,
+        can_manage: access.can_manage(),
+        project: access.project,
+        rows: q.raters.iter().map(RaterRow::from).collect(),
+        heatmap: crate::http::quality_charts::heatmap(&names, &kappa),
+        columns: RATER_COLUMNS.to_vec(),
+        q,
+        settings,
+        summary,
+        fast_ms: report::FAST_MS,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quality_rater.html")]
+pub(super) struct RaterPage {
+    user: Option<String>,
+    csrf: String,
+    project: Project,
+    can_manage: bool,
+    r: RaterQuality,
+    figures: Vec<(&'static str, String)>,
+    chart: Option<String>,
+    recent: Vec<Recent>,
+    preview: Option<ExclusionPreview>,
+}
+
+fn drift_text(d: &crate::quality::detectors::Drift) -> String {
+    format!(
+        "{} → {} (p = {})",
+        d.early.describe(),
+        d.late.describe(),
+        num(d.p_value, 3)
+    )
+}
+
+pub(super) async fn rater_page(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path((slug, name)): Path<(String, String)>,
+) -> PageResult<RaterPage> {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_read()?;
+    let (r, days) = series::rater(&state.pool, access.project.id, &name).await?;
+    let preview = match access.can_manage() {
+        true => Some(actions::preview_exclusion(&state.pool, &access, &name).await?),
+        false => None,
+    };
+    let recent = series::recent(&state.pool, access.project.id, r.id).await?;
+    let figures = vec![
+        ("Judgments (first answers)", r.judgments.to_string()),
+        (
+            "Agreement with the others' majority",
+            r.majority_agreement.describe(),
+        ),
+        ("Gold accuracy", r.gold_accuracy.describe()),
+        (
+            "Self-consistency on swapped repeats",
+            r.self_consistency.describe(),
+        ),
+        ("Reliability (Dawid–Skene)", num(r.reliability, 3)),
+        ("Left share", Cell::tested(&r.position).text),
+        (
+            "Longer-text share (against the project's level)",
+            r.length
+                .as_ref()
+                .map_or("–".into(), |t| Cell::tested(t).text),
+        ),
+        ("Tie rate", r.ties.describe()),
+        ("Can't-tell rate", r.cant_tell.describe()),
+        ("Median answer time (ms)", num(r.timing.median_ms, 0)),
+        ("Faster than the floor", r.timing.too_fast.describe()),
+        (
+            "Answered before the clips ended",
+            r.timing.before_clip_end.describe(),
+        ),
+        (
+            "Drift within sessions (agreement, first → second half)",
+            drift_text(&r.session_drift),
+        ),
+        (
+            "Drift over days (agreement, first → second half)",
+            drift_text(&r.day_drift),
+        ),
+    ];
+    let c = chrome(&s);
+    Ok(RaterPage {
+        user: c.user,
+        csrf: c.csrf,
+        can_manage: access.can_manage(),
+        project: access.project,
+        chart: crate::http::quality_charts::rater_days(&days),
+        r,
+        figures,
+        recent,
+        preview,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quality_errors.html")]
+pub(super) struct ErrorsPage {
+    user: Option<String>,
+    csrf: String,
+    project: Project,
+    gold_failures: Vec<GoldFailure>,
+    split_pairs: Vec<SplitPair>,
+    /// None: the project has no reward model yet.
+    model: Option<Vec<(ModelDisagreement, String)>>,
+    confident: f64,
+}
+
+/// Lists are cut at this many rows.
+const MAX_ROWS: usize = 200;
+
+pub(super) async fn errors_page(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+) -> PageResult<ErrorsPage> {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_read()?;
+    let mut q = report::report(&state.pool, access.project.id).await?;
+    let model =
+        model_check::disagreements(&state.pool, &state.clips, &state.models, &access.project)
+            .await?
+            .map(|v| {
+                v.into_iter()
+                    .take(MAX_ROWS)
+                    .map(|d| {
+                        let p = format!("{:.3}", d.model_probability);
+                        (d, p)
+                    })
+                    .collect()
+            });
+    q.gold_failures.truncate(MAX_ROWS);
+    q.split_pairs.truncate(MAX_ROWS);
+    let c = chrome(&s);
+    Ok(ErrorsPage {
+        user: c.user,
+        csrf: c.csrf,
+        project: access.project,
+        gold_failures: q.gold_failures,
+        split_pairs: q.split_pairs,
+        model,
+        confident: model_check::CONFIDENT,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pair.html")]
+pub(super) struct PairPage {
+    user: Option<String>,
+    csrf: String,
+    project: Project,
+    can_manage: bool,
+    pair: series::PairView,
+}
+
+#[derive(Deserialize)]
+pub(super) struct PairQuery {
+    #[serde(default)]
+    assignment: Option<Uuid>,
+}
+
+pub(super) async fn pair_page(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path((slug, id)): Path<(String, Uuid)>,
+    axum::extract::Query(query): axum::extract::Query<PairQuery>,
+) -> PageResult<PairPage> {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_read()?;
+    let pair = series::pair_view(&state.pool, access.project.id, id, query.assignment).await?;
+    let c = chrome(&s);
+    Ok(PairPage {
+        user: c.user,
+        csrf: c.csrf,
+        can_manage: access.can_manage(),
+        project: access.project,
+        pair,
+    })
+}
