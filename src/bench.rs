@@ -6,6 +6,7 @@
 //! It works in a throwaway database (`backflip_bench`) that it creates and drops.
 //! `backflip bench reward` lives in [`reward`].
 
+pub mod export;
 pub mod reward;
 
 use std::{

@@ -86,7 +86,8 @@ pub struct ErrorBody {
     paths(
         me, create_user, list_projects, create_project, get_project, update_project,
         list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
-        submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward
+        submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward,
+        super::export::export_api, super::export::queue_api, super::export::job_file_api
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

@@ -4,6 +4,7 @@
 mod api;
 pub(crate) mod charts;
 mod error;
+mod export;
 mod extract;
 mod pages;
 
@@ -58,6 +59,7 @@ impl Settings {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router(&state))
+        .merge(export::router())
         .merge(pages::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
