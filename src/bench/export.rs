@@ -30,16 +30,11 @@ const BENCH_DB: &str = "backflip_bench_export";
 
 pub async fn run(admin_url: &str, opts: &ExportBenchOpts) -> anyhow::Result<()> {
     let admin = db::pool(admin_url, 1).await?;
-    let drop = format!("drop database if exists {BENCH_DB} with (force)");
-    if !opts.reuse {
-        sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
-            .execute(&admin)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {BENCH_DB}")))
-            .execute(&admin)
-            .await
-            .context("creating the benchmark database (the role needs CREATEDB)")?;
-    }
+    let drop = if opts.reuse {
+        format!("drop database if exists {BENCH_DB} with (force)")
+    } else {
+        super::recreate_database(&admin, BENCH_DB).await?
+    };
     let url = super::with_database(admin_url, BENCH_DB);
     let result = bench(&url, opts).await;
     if !opts.keep {

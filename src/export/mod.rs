@@ -191,22 +191,40 @@ fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     Ok(s.filter(|s| !s.trim().is_empty()))
 }
 
-/// Numbers from a query string or form, where an empty field means "not set".
+/// Numbers from a query string or form (where an empty field means "not set"),
+/// or from JSON (job payloads, the job API).
 fn empty_is_none_parse<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
 {
-    match empty_is_none(d)? {
-        None => Ok(None),
-        Some(s) => s.trim().parse().map(Some).map_err(serde::de::Error::custom),
-    }
+    let text = match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(serde_json::Value::String(s)) => s.trim().to_owned(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(other) => return Err(serde::de::Error::custom(format!("not a number: {other}"))),
+    };
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
+/// A list: comma-separated in a query string or form, or a JSON array (job payloads).
 fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let s = Option::<String>::deserialize(d)?.unwrap_or_default();
-    Ok(s.split(',')
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Option::<List>::deserialize(d)? {
+        None => vec![],
+        Some(List::One(s)) => vec![s],
+        Some(List::Many(v)) => v,
+    };
+    Ok(items
+        .iter()
+        .flat_map(|s| s.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)

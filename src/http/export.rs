@@ -55,13 +55,6 @@ fn bad_query(r: QueryRejection) -> Error {
 
 /// Check the filters, then answer with the data file streamed as it is read.
 async fn stream_response(state: &AppState, access: Access, args: ExportArgs) -> Result<Response> {
-    if args.format == Format::Bundle {
-        return Err(Error::BadRequest {
-            code: "bad_filter",
-            message: "bundles are built by an export job: POST /api/v1/projects/{slug}/exports"
-                .into(),
-        });
-    }
     let plan = export::plan(
         &state.pool,
         access.project.clone(),
@@ -69,6 +62,13 @@ async fn stream_response(state: &AppState, access: Access, args: ExportArgs) -> 
         access.can_manage(),
     )
     .await?;
+    if plan.args.format == Format::Bundle {
+        return Err(Error::BadRequest {
+            code: "bad_filter",
+            message: "bundles are built by an export job: POST /api/v1/projects/{slug}/exports"
+                .into(),
+        });
+    }
     let mut conn = state.pool.acquire().await?;
     projects::audit(
         &mut conn,
@@ -280,10 +280,7 @@ async fn download_page(
     Path(slug): Path<String>,
     body: String,
 ) -> Result<Response, PageError> {
-    let access = projects::access(&state.pool, s.user(), &slug)
-        .await?
-        .require_read()?;
-    let args = form_args(&s, &body)?;
+    let (access, args) = form_request(&state, &s, &slug, &body).await?;
     Ok(stream_response(&state, access, args).await?)
 }
 
@@ -294,12 +291,22 @@ async fn queue_page(
     Path(slug): Path<String>,
     body: String,
 ) -> Result<Response, PageError> {
-    let access = projects::access(&state.pool, s.user(), &slug)
-        .await?
-        .require_read()?;
-    let args = form_args(&s, &body)?;
+    let (access, args) = form_request(&state, &s, &slug, &body).await?;
     export::job::request(&state.pool, &access, args).await?;
     Ok(Redirect::to(&format!("/projects/{slug}/export#export-jobs")).into_response())
+}
+
+async fn form_request(
+    state: &AppState,
+    s: &PageSession,
+    slug: &str,
+    body: &str,
+) -> Result<(Access, ExportArgs)> {
+    let args = form_args(s, body)?;
+    let access = projects::access(&state.pool, s.user(), slug)
+        .await?
+        .require_read()?;
+    Ok((access, args))
 }
 
 async fn job_file_page(

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod clips;
 mod concurrency;
+mod export;
 mod jobs;
 mod pages;
 mod rater;

@@ -10,9 +10,9 @@ use serde_json::json;
 use crate::common::{Res, TestApp, app};
 
 /// A logged-in browser: its session cookie and the CSRF token its pages carry.
-struct Browser {
+pub(crate) struct Browser {
     cookie: String,
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 fn set_cookie(res: &Res, name: &str) -> Option<String> {
@@ -47,7 +47,7 @@ fn urlencode(s: &str) -> String {
 }
 
 impl Browser {
-    async fn login(app: &TestApp, name: &str, password: &str) -> Browser {
+    pub(crate) async fn login(app: &TestApp, name: &str, password: &str) -> Browser {
         let page = app
             .send(Request::get("/login").body(Body::empty()).unwrap())
             .await;
@@ -84,7 +84,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, app: &TestApp, uri: &str) -> Res {
+    pub(crate) async fn get(&self, app: &TestApp, uri: &str) -> Res {
         app.send(
             Request::get(uri)
                 .header(header::COOKIE, &self.cookie)
@@ -94,7 +94,7 @@ impl Browser {
         .await
     }
 
-    async fn post(&self, app: &TestApp, uri: &str, fields: &[(&str, &str)]) -> Res {
+    pub(crate) async fn post(&self, app: &TestApp, uri: &str, fields: &[(&str, &str)]) -> Res {
         app.send(
             Request::post(uri)
                 .header(header::COOKIE, &self.cookie)

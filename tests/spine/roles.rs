@@ -115,6 +115,18 @@ async fn every_route_checks_every_role() {
             body: None,
             allowed: readers,
         },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export?format=preferences-jsonl",
+            body: None,
+            allowed: readers,
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export?format=raw-jsonl&real_identities=true",
+            body: None,
+            allowed: managers,
+        },
     ];
     for route in &routes {
         for caller in CALLERS {
