@@ -4,3 +4,7 @@
 -- does not reveal which export rows are theirs. It never changes: a rater keeps
 -- the same pseudonym in every export of the project.
 alter table projects add column pseudonym_salt uuid not null default gen_random_uuid();
+
+-- Exports walk a project's pairs in import order (seq); the other seq index is
+-- global, and the queue's index holds only open pairs.
+create index comparisons_project_seq_idx on comparisons (project_id, seq);

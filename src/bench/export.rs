@@ -1,14 +1,17 @@
 //! `backflip bench export`: seed N judgments with a few `insert … select
-//! generate_series` statements, then time the exports as the CLI runs them and
-//! report rows/s and peak RSS (VmHWM, reset before each export through
-//! `/proc/self/clear_refs`, so seeding does not count).
+//! generate_series` statements, then for each format time the data file as the
+//! CLI writes it (streamed, hashed, to a file) and, apart, the dataset card's
+//! statistics; report rows/s and peak RSS (VmHWM, reset before each format
+//! through `/proc/self/clear_refs`, so seeding does not count).
 
-use std::time::Instant;
+use std::{io::Write, sync::Arc, time::Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::{clips::ClipStore, db, export};
+use crate::{db, export};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportBenchOpts {
@@ -60,44 +63,52 @@ async fn bench(url: &str, opts: &ExportBenchOpts) -> anyhow::Result<()> {
     let project = crate::projects::by_slug(&pool, "bench-export").await?;
     let dir = std::env::temp_dir().join(format!("backflip-bench-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let store = ClipStore::local(&dir.join("clips"))?;
     println!(
-        "{:<20} {:>10} {:>9} {:>12} {:>10} {:>13}",
-        "format", "rows", "seconds", "rows/s", "MB", "peak RSS MB"
+        "{:<20} {:>9} {:>9} {:>10} {:>9} {:>9} {:>12}",
+        "format", "rows", "stream s", "rows/s", "card s", "MB", "peak RSS MB"
     );
     for format in [
         export::Format::RawJsonl,
-        export::Format::PreferencesJsonl,
         export::Format::Csv,
+        export::Format::PreferencesJsonl,
+        export::Format::PreferencesParquet,
     ] {
         let args = export::ExportArgs {
             format,
             ..Default::default()
         };
-        let plan = export::plan(&pool, project.clone(), args, true).await?;
+        let plan = Arc::new(export::plan(&pool, project.clone(), args, true).await?);
         reset_peak_rss();
+        // The data file as the CLI writes it (chunks to a file, hashed)...
         let out = dir.join(format.file_name());
-        let layout = export::files::Layout::for_out(&out, format);
         let started = Instant::now();
-        let manifest = export::files::write(
-            &pool,
-            Some(&store),
-            std::sync::Arc::new(plan),
-            &layout,
-            &mut |_| {},
-        )
-        .await?;
-        let secs = started.elapsed().as_secs_f64();
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
+        let mut hash = Sha256::new();
+        let (mut chunks, summary) = export::stream::start(pool.clone(), plan.clone());
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            hash.update(&chunk);
+            file.write_all(&chunk)?;
+        }
+        file.flush()?;
+        let summary = summary.await??;
+        let stream_secs = started.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&out)?.len();
+        std::fs::remove_file(&out).ok();
+        // ...and the dataset card's counts and agreement statistics.
+        let started = Instant::now();
+        export::card::stats(&pool, &plan).await?;
+        let card_secs = started.elapsed().as_secs_f64();
         println!(
-            "{:<20} {:>10} {:>9.2} {:>12.0} {:>10.1} {:>13.1}",
+            "{:<20} {:>9} {:>9.2} {:>10.0} {:>9.2} {:>9.1} {:>12.1}",
             format.as_str(),
-            manifest.rows,
-            secs,
-            manifest.rows as f64 / secs,
-            manifest.files[0].bytes as f64 / 1e6,
+            summary.rows,
+            stream_secs,
+            summary.rows as f64 / stream_secs,
+            card_secs,
+            bytes as f64 / 1e6,
             peak_rss_kb().unwrap_or(0) as f64 / 1024.0
         );
-        std::fs::remove_file(&out).ok();
     }
     std::fs::remove_dir_all(&dir).ok();
     pool.close().await;

@@ -15,8 +15,8 @@
 // (concat!) and every filter a bound parameter, never spliced SQL.
 
 /// The judgment filters. Binds: $1 project, $2 since, $3 until, $4 raters (empty:
-/// all), $5 raters left out, $6 include excluded raters, $7 include gold pairs,
-/// $8 policies (empty: all). Needs `j`, `c`, `ra`, `rb` and `m` (membership) in scope.
+/// all), $5 raters left out (named, and those a lead excluded unless asked for),
+/// $6 include gold pairs, $7 policies (empty: all). Needs `j`, `c`, `ra`, `rb` in scope.
 macro_rules! judgment_filters {
     () => {
         " where j.project_id = $1
@@ -24,19 +24,18 @@ macro_rules! judgment_filters {
             and ($3::timestamptz is null or j.created_at < $3)
             and (cardinality($4::uuid[]) = 0 or j.rater_id = any($4))
             and not (j.rater_id = any($5::uuid[]))
-            and ($6 or m.excluded_at is null)
-            and ($7 or c.gold is null)
-            and (cardinality($8::text[]) = 0 or ra.policy = any($8) or rb.policy = any($8)) "
+            and ($6 or c.gold is null)
+            and (cardinality($7::text[]) = 0 or ra.policy = any($7) or rb.policy = any($7)) "
     };
 }
 
+/// Pairs in import order, their rollouts, then their judgments (`c`, `ra`, `rb`, `j`).
 macro_rules! judgment_joins {
     () => {
-        " from judgments j
-          join comparisons c on c.id = j.comparison_id
+        " from comparisons c
           join rollouts ra on ra.id = c.rollout_a
           join rollouts rb on rb.id = c.rollout_b
-          left join project_members m on m.project_id = j.project_id and m.user_id = j.rater_id "
+          join judgments j on j.comparison_id = c.id "
     };
 }
 
@@ -315,9 +314,9 @@ pub async fn plan(
         .bind(project.id)
         .fetch_one(pool)
         .await?;
-    let members: Vec<(Uuid, String)> = sqlx::query_as(
-        "select u.id, u.name from project_members m join users u on u.id = m.user_id
-         where m.project_id = $1",
+    let members: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "select u.id, u.name, m.excluded_at is not null from project_members m
+         join users u on u.id = m.user_id where m.project_id = $1",
     )
     .bind(project.id)
     .fetch_all(pool)
@@ -328,14 +327,18 @@ pub async fn plan(
             .map(|n| {
                 members
                     .iter()
-                    .find(|(id, name)| name == n || pseudonym(salt, *id) == *n)
-                    .map(|(id, _)| *id)
+                    .find(|(id, name, _)| name == n || pseudonym(salt, *id) == *n)
+                    .map(|(id, _, _)| *id)
                     .ok_or_else(|| bad(format!("no rater {n:?} in this project")))
             })
             .collect()
     };
     let raters = resolve(&args.rater)?;
-    let exclude = resolve(&args.exclude_rater)?;
+    let mut exclude = resolve(&args.exclude_rater)?;
+    // Raters a lead excluded: out unless asked for (a short list, bound like the named ones).
+    if !args.include_excluded {
+        exclude.extend(members.iter().filter(|m| m.2).map(|m| m.0));
+    }
     Ok(Plan {
         since,
         until,

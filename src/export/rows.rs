@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::Plan;
 
-/// Bind the filter parameters $1..$8 of [`judgment_filters`] in order.
+/// Bind the filter parameters $1..$7 of `judgment_filters!` in order.
 pub fn bind_filters<'q, O>(
     q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     plan: &'q Plan,
@@ -18,7 +18,6 @@ pub fn bind_filters<'q, O>(
         .bind(plan.until)
         .bind(&plan.raters)
         .bind(&plan.exclude)
-        .bind(plan.args.include_excluded)
         .bind(plan.args.include_gold)
         .bind(&plan.args.policy)
 }
@@ -67,7 +66,10 @@ pub struct RawRow {
     pub repeat: Option<bool>,
 }
 
-/// Judgments in time order (then id, so the order is total and reproducible).
+/// Judgments by pair in import order, then by time (and id: a total order, so
+/// two exports of the same data are byte-identical). With the planner settings
+/// in `stream::snapshot` this is an index walk over the pairs with nested-loop
+/// lookups, which streams in order without sorting the wide rows.
 pub const RAW_SQL: &str = concat!(
     "select j.id as judgment_id, c.id as pair_id, c.external_id, c.prompt,
         ra.id as a_id, ra.body as a_text, 'clips/' || ra.clip_sha256 || '.gif' as a_clip, ra.policy as a_policy,
@@ -78,7 +80,7 @@ pub const RAW_SQL: &str = concat!(
         j.answered_before_clip_end, j.rater_id, j.created_at, c.gold is not null as gold",
     judgment_joins!(),
     judgment_filters!(),
-    " order by j.created_at, j.id"
+    " order by c.seq, j.created_at, j.id"
 );
 
 /// A pair's votes after the filters, with its rollouts.
@@ -102,26 +104,22 @@ pub struct PairVotes {
     pub gold: bool,
 }
 
-/// Pairs in import order with their vote counts.
+/// Pairs in import order with their vote counts: the same ordered walk as the
+/// raw rows, grouped as it goes (a group aggregate over presorted input, no
+/// hash table of all pairs). A rater judges a pair at most once (the
+/// assignments' unique index), so `raters` is the judgment count.
 pub const PAIRS_SQL: &str = concat!(
-    "with v as (
-        select j.comparison_id,
-            (count(*) filter (where j.choice = 'a'))::int as a,
-            (count(*) filter (where j.choice = 'b'))::int as b,
-            (count(*) filter (where j.choice = 'tie'))::int as tie,
-            (count(*) filter (where j.choice = 'cant_tell'))::int as cant_tell,
-            count(distinct j.rater_id)::int as raters",
-    judgment_joins!(),
-    judgment_filters!(),
-    " group by j.comparison_id)
-    select c.id as pair_id, c.external_id, c.prompt,
+    "select c.id as pair_id, c.external_id, c.prompt,
         ra.id as a_id, coalesce(ra.body, 'clips/' || ra.clip_sha256 || '.gif') as a_content, ra.policy as a_policy,
         rb.id as b_id, coalesce(rb.body, 'clips/' || rb.clip_sha256 || '.gif') as b_content, rb.policy as b_policy,
-        v.a, v.b, v.tie, v.cant_tell, v.raters, c.gold is not null as gold
-    from v join comparisons c on c.id = v.comparison_id
-    join rollouts ra on ra.id = c.rollout_a
-    join rollouts rb on rb.id = c.rollout_b
-    order by c.seq"
+        (count(*) filter (where j.choice = 'a'))::int as a,
+        (count(*) filter (where j.choice = 'b'))::int as b,
+        (count(*) filter (where j.choice = 'tie'))::int as tie,
+        (count(*) filter (where j.choice = 'cant_tell'))::int as cant_tell,
+        count(*)::int as raters, c.gold is not null as gold",
+    judgment_joins!(),
+    judgment_filters!(),
+    " group by c.seq, c.id, ra.id, rb.id order by c.seq"
 );
 
 /// One pair's aggregated preference (preferences-jsonl, -parquet, bundle).

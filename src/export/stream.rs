@@ -101,6 +101,27 @@ impl Out {
     }
 }
 
+/// A read-only snapshot for the export, with planner settings for streaming:
+/// nested loops over index lookups keep the rows in index order, where hash
+/// joins would need a final sort of every wide row (on disk, with PostgreSQL's
+/// default 4 MB `work_mem`) before the first row could be sent. No JIT either:
+/// compiling costs more than it saves for a stream of simple rows; and no
+/// parallel workers, whose merge at the leader is slower than one ordered walk.
+async fn snapshot(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql(
+        "set transaction isolation level repeatable read, read only;
+         set local enable_hashjoin = off;
+         set local enable_mergejoin = off;
+         set local enable_sort = off;
+         set local max_parallel_workers_per_gather = 0;
+         set local jit = off;",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
 async fn produce(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summary> {
     match plan.args.format {
         Format::RawJsonl | Format::Csv => raw(pool, plan, out).await,
@@ -141,9 +162,9 @@ async fn raw(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summar
         plan,
         names: HashMap::new(),
     };
-    let mut conn = pool.acquire().await?;
+    let mut tx = snapshot(pool).await?;
     let mut rows =
-        rows::bind_filters(sqlx::query_as::<_, RawRow>(rows::RAW_SQL), plan).fetch(&mut *conn);
+        rows::bind_filters(sqlx::query_as::<_, RawRow>(rows::RAW_SQL), plan).fetch(&mut *tx);
     let csv_out = Shared::default();
     let mut csv =
         (plan.args.format == Format::Csv).then(|| csv::Writer::from_writer(csv_out.clone()));
@@ -209,9 +230,9 @@ pub const RAW_COLUMNS: [&str; 27] = [
 
 async fn preferences(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    let mut conn = pool.acquire().await?;
+    let mut tx = snapshot(pool).await?;
     let mut rows =
-        rows::bind_filters(sqlx::query_as::<_, PairVotes>(rows::PAIRS_SQL), plan).fetch(&mut *conn);
+        rows::bind_filters(sqlx::query_as::<_, PairVotes>(rows::PAIRS_SQL), plan).fetch(&mut *tx);
     let mut parquet = match plan.args.format {
         Format::PreferencesParquet => Some(ParquetEncoder::new()?),
         _ => None,

@@ -144,7 +144,9 @@ async fn raw_jsonl_matches_the_database_row_for_row() {
     let db: Vec<Db> = sqlx::query_as(
         "select j.id, j.comparison_id, j.choice, j.displayed_choice, j.left_is_a, j.rationale,
                 j.rater_id, u.name, j.duration_ms
-         from judgments j join users u on u.id = j.rater_id order by j.created_at, j.id",
+         from judgments j join users u on u.id = j.rater_id
+         join comparisons c on c.id = j.comparison_id
+         order by c.seq, j.created_at, j.id",
     )
     .fetch_all(&app.pool)
     .await
