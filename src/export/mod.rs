@@ -19,7 +19,7 @@
 /// $6 include gold pairs, $7 policies (empty: all). Needs `j`, `c`, `ra`, `rb` in scope.
 macro_rules! judgment_filters {
     () => {
-        " where j.project_id = $1
+        " where j.project_id = $1 and c.project_id = $1
             and ($2::timestamptz is null or j.created_at >= $2)
             and ($3::timestamptz is null or j.created_at < $3)
             and (cardinality($4::uuid[]) = 0 or j.rater_id = any($4))

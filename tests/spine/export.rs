@@ -844,6 +844,11 @@ async fn the_export_page_downloads_and_queues_jobs() {
     let app = app().await;
     let (lead, _) = labelled(&app).await;
     let browser = crate::pages::Browser::login(&app, "lead-ex", "password123").await;
+    let overview = browser.get(&app, "/projects/ex").await.text();
+    assert!(
+        overview.contains("/projects/ex/export"),
+        "the project page links to exports"
+    );
     let page = browser.get(&app, "/projects/ex/export").await;
     assert_eq!(page.status, StatusCode::OK);
     let html = page.text();
