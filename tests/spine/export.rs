@@ -892,3 +892,31 @@ async fn the_export_page_downloads_and_queues_jobs() {
     let file = browser.get(&app, &link).await;
     assert_eq!(file.body, api.body);
 }
+
+#[test]
+fn export_help_explains_formats_and_filters() {
+    let out = Command::new(env!("CARGO_BIN_EXE_backflip"))
+        .args(["export", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "raw-jsonl",
+        "preferences-parquet",
+        "bundle",
+        "--since",
+        "--exclude-rater",
+        "--include-excluded",
+        "--include-gold",
+        "--min-agreement",
+        "--keep-splits",
+        "--real-identities",
+        "manifest.json",
+        "pseudonym",
+    ] {
+        assert!(
+            text.contains(word),
+            "{word} missing from export --help:\n{text}"
+        );
+    }
+}
