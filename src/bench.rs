@@ -6,6 +6,7 @@
 //! It works in a throwaway database (`backflip_bench`) that it creates and drops.
 //! `backflip bench reward` lives in [`reward`].
 
+pub mod export;
 pub mod reward;
 
 use std::{
@@ -51,17 +52,24 @@ const BENCH_DB: &str = "backflip_bench";
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
+/// Drop and create database `name` (a throwaway for a benchmark); returns the
+/// statement that drops it again.
+pub(crate) async fn recreate_database(admin: &PgPool, name: &str) -> anyhow::Result<String> {
+    let drop = format!("drop database if exists {name} with (force)");
+    sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
+        .execute(admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(admin)
+        .await
+        .context("creating the benchmark database (the role needs CREATEDB)")?;
+    Ok(drop)
+}
+
 /// Run the sweep against a fresh database on the server `admin_url` points at.
 pub async fn submit(admin_url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     let admin = db::pool(admin_url, 1).await?;
-    let drop = format!("drop database if exists {BENCH_DB} with (force)");
-    sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
-        .execute(&admin)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {BENCH_DB}")))
-        .execute(&admin)
-        .await
-        .context("creating the benchmark database (the role needs CREATEDB)")?;
+    let drop = recreate_database(&admin, BENCH_DB).await?;
     let url = with_database(admin_url, BENCH_DB);
     let result = run(&url, opts).await;
     sqlx::query(sqlx::AssertSqlSafe(drop))

@@ -331,6 +331,11 @@ impl ClipStore {
         Ok(())
     }
 
+    /// The object store itself, for other content kept beside the clips (exports).
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// Reads back the clip stored under `sha256`.
     pub async fn get(&self, sha256: &str) -> anyhow::Result<Bytes> {
         let key = key(sha256)?;

@@ -86,6 +86,22 @@ pub enum Command {
     /// Reward-model versions: export one to use it outside Backflip.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Export a project's judgments or preferences, with a manifest and a dataset card.
+    ///
+    /// Formats: raw-jsonl (one row per judgment: pair, both rollouts, canonical choice,
+    /// side shown, strength, rationale, flags, timings, rater), csv (the same columns),
+    /// preferences-jsonl and preferences-parquet (one row per pair: prompt, chosen,
+    /// rejected, votes, agreement, margin; majority vote, ties and splits left out
+    /// unless kept), bundle (GIF projects: a tar of preferences.jsonl and the clips it
+    /// references). Columns: README, "Export formats".
+    ///
+    /// Output: with --out DIR (an existing folder, or a path ending in /) the files
+    /// are DIR/<data file>, DIR/README.md and DIR/manifest.json; with --out FILE they
+    /// are FILE, FILE.README.md and FILE.manifest.json. Bad filters write nothing.
+    ///
+    /// Raters appear under a stable per-project pseudonym unless --real-identities.
+    /// Excluded raters and gold pairs are left out unless asked for.
+    Export(ExportOpts),
     /// Measure: simulated raters over HTTP, next → judgment, with a PostgreSQL baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -109,6 +125,11 @@ pub enum BenchCommand {
     /// Trains in this process on simulated labels (no database, no HTTP) with the
     /// service's model and training configurations, and prints a table.
     Reward(crate::bench::reward::RewardOpts),
+    /// Export throughput and memory: seeds N judgments, then times the JSONL export.
+    ///
+    /// Works in a throwaway database `backflip_bench_export` (dropped afterwards; the
+    /// role needs CREATEDB). Reports rows/s and this process's peak RSS (VmHWM).
+    Export(crate::bench::export::ExportBenchOpts),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -232,6 +253,19 @@ pub struct UserCreateOpts {
     /// Read a password for web login from the first line of stdin.
     #[arg(long)]
     pub password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportOpts {
+    /// Slug of the project to export.
+    #[arg(long)]
+    pub project: String,
+    /// Where to write: a file (sidecars FILE.README.md and FILE.manifest.json beside it)
+    /// or a folder (existing, or ending in /).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub args: crate::export::ExportArgs,
 }
 
 #[derive(Args, Debug)]

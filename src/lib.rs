@@ -15,6 +15,9 @@ pub mod db;
 pub mod demo;
 /// The one error type of the domain code and the API, with stable codes.
 pub mod error;
+/// Exports: raw judgments and aggregated preferences (JSONL, CSV, Parquet, bundles)
+/// with manifests and dataset cards, streamed in flat memory.
+pub mod export;
 /// HTTP: the JSON API, the lead pages, health checks.
 pub mod http;
 /// JSONL import of pairs, shared by the API and the CLI.

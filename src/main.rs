@@ -8,8 +8,8 @@ use backflip::{
     auth::User,
     clips::ClipStore,
     config::{
-        BenchCommand, Cli, Command, GlobalOpts, ImportOpts, ModelCommand, ModelExportOpts,
-        ScoreOpts, ServeOpts, TrainOpts, UserCommand, WorkerOpts,
+        BenchCommand, Cli, Command, ExportOpts, GlobalOpts, ImportOpts, ModelCommand,
+        ModelExportOpts, ScoreOpts, ServeOpts, TrainOpts, UserCommand, WorkerOpts,
     },
     db::Database,
     demo,
@@ -78,6 +78,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             backflip::bench::reward::print(&opts, &rows);
             Ok(())
         }
+        Command::Bench(BenchCommand::Export(opts)) => {
+            with_admin_url(&global, |url| async move {
+                backflip::bench::export::run(&url, &opts).await
+            })
+            .await
+        }
+        Command::Export(opts) => export(&global, opts).await,
         Command::Simulate(opts) => simulate(&global, opts).await,
         Command::Worker(opts) => worker(&global, opts).await,
         Command::Train(opts) => train(&global, opts).await,
@@ -96,6 +103,75 @@ fn user_error(e: Error) -> anyhow::Error {
 
 fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
     ClipStore::local(&global.data_dir.join("clips"))
+}
+
+/// Every job kind the workers run: training and exports.
+fn job_handlers(store: ClipStore) -> backflip::jobs::Handlers {
+    let mut handlers = reward::job_handlers(store.clone());
+    handlers.extend(backflip::export::job::handlers(store));
+    handlers
+}
+
+/// `backflip export`: check the filters (nothing is written if one is bad), then
+/// write the data file, its card and its manifest. It runs as the operator, who
+/// holds the database anyway, so --real-identities is allowed here.
+async fn export(global: &GlobalOpts, opts: ExportOpts) -> anyhow::Result<()> {
+    let db = Database::open(global).await?;
+    let result = async {
+        let project = projects::by_slug(&db.pool, &opts.project)
+            .await
+            .map_err(user_error)?;
+        let plan = backflip::export::plan(&db.pool, project, opts.args, true)
+            .await
+            .map_err(user_error)?;
+        let layout = backflip::export::files::Layout::for_out(&opts.out, plan.args.format);
+        let store = clip_store(global)?;
+        let manifest = backflip::export::files::write(
+            &db.pool,
+            Some(&store),
+            Arc::new(plan),
+            &layout,
+            &mut |_| {},
+        )
+        .await?;
+        println!(
+            "wrote {} row(s) to {} (card {}, manifest {})",
+            manifest.rows,
+            layout.data.display(),
+            layout.readme.display(),
+            layout.manifest.display()
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+/// Run `f` with an admin URL: DATABASE_URL, or the embedded cluster (started for
+/// the call and stopped after, unless a server of ours already runs it).
+async fn with_admin_url<F, Fut>(global: &GlobalOpts, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    match &global.database_url {
+        Some(url) => f(url.clone()).await,
+        None => {
+            let dir = global.data_dir.clone();
+            let mut pg = tokio::task::spawn_blocking(move || {
+                backflip::db::embedded::EmbeddedPostgres::start(&dir)
+            })
+            .await??;
+            let result = f(pg.url("postgres")).await;
+            if pg.adopted() {
+                pg.keep_running();
+            } else {
+                tokio::task::spawn_blocking(move || pg.stop()).await??;
+            }
+            result
+        }
+    }
 }
 
 async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow::Result<()> {
@@ -124,7 +200,7 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
     let workers = (opts.workers > 0).then(|| {
         let runner = Runner::new(
             db.pool.clone(),
-            reward::job_handlers(state.clips.clone()),
+            job_handlers(state.clips.clone()),
             WorkerConfig::new(opts.workers, opts.jobs.job_lease_seconds),
         );
         tokio::spawn(async move { runner.run(workers_stopped).await })
@@ -201,23 +277,10 @@ async fn bench_submit(
     global: &GlobalOpts,
     opts: &backflip::bench::BenchOpts,
 ) -> anyhow::Result<()> {
-    match &global.database_url {
-        Some(url) => backflip::bench::submit(url, opts).await,
-        None => {
-            let dir = global.data_dir.clone();
-            let mut pg = tokio::task::spawn_blocking(move || {
-                backflip::db::embedded::EmbeddedPostgres::start(&dir)
-            })
-            .await??;
-            let result = backflip::bench::submit(&pg.url("postgres"), opts).await;
-            if pg.adopted() {
-                pg.keep_running(); // a server of ours is using it
-            } else {
-                tokio::task::spawn_blocking(move || pg.stop()).await??;
-            }
-            result
-        }
-    }
+    with_admin_url(global, |url| async move {
+        backflip::bench::submit(&url, opts).await
+    })
+    .await
 }
 
 async fn simulate(global: &GlobalOpts, opts: backflip::simulate::SimOpts) -> anyhow::Result<()> {
@@ -261,7 +324,7 @@ async fn worker(global: &GlobalOpts, opts: WorkerOpts) -> anyhow::Result<()> {
     let db = Database::open(global).await?;
     let runner = Runner::new(
         db.pool.clone(),
-        reward::job_handlers(clip_store(global)?),
+        job_handlers(clip_store(global)?),
         WorkerConfig::new(opts.concurrency.max(1), opts.jobs.job_lease_seconds),
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -292,7 +355,7 @@ async fn train(global: &GlobalOpts, opts: TrainOpts) -> anyhow::Result<()> {
         let local = opts.here.then(|| {
             let runner = Runner::new(
                 db.pool.clone(),
-                reward::job_handlers(clip_store(global)?),
+                job_handlers(clip_store(global)?),
                 WorkerConfig::new(1, opts.jobs.job_lease_seconds),
             );
             anyhow::Ok(tokio::spawn(async move { runner.run(stopped).await }))

@@ -4,6 +4,7 @@
 mod api;
 pub(crate) mod charts;
 mod error;
+mod export;
 mod extract;
 mod pages;
 mod quality_api;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router(&state))
         .merge(quality_api::router())
+        .merge(export::router())
         .merge(pages::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::common::{Res, TestApp, app};
 
-async fn upload(app: &TestApp, token: &str, slug: &str, files: &[(&str, &[u8])]) -> Res {
+pub(crate) async fn upload(app: &TestApp, token: &str, slug: &str, files: &[(&str, &[u8])]) -> Res {
     let boundary = "clipboundary";
     let mut body = Vec::new();
     for (name, bytes) in files {

@@ -9,6 +9,7 @@ mod cli;
 mod clips;
 mod concurrency;
 mod crash;
+mod export;
 mod jobs;
 mod leaderboard;
 mod pages;

@@ -82,7 +82,7 @@ impl Browser {
         .await
     }
 
-    async fn post(&self, app: &TestApp, uri: &str, fields: &[(&str, &str)]) -> Res {
+    pub(crate) async fn post(&self, app: &TestApp, uri: &str, fields: &[(&str, &str)]) -> Res {
         app.send(
             Request::post(uri)
                 .header(header::COOKIE, &self.cookie)

@@ -316,6 +316,36 @@ async fn every_route_checks_every_role() {
             allowed: managers,
             also: &[],
         },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export?format=preferences-jsonl",
+            body: None,
+            allowed: readers,
+            also: &[],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export?format=raw-jsonl&real_identities=true",
+            body: None,
+            allowed: managers,
+            also: &[],
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/projects/p/exports",
+            body: Some(json!({"format": "csv"})),
+            allowed: readers,
+            // One queued export per project: callers after the first meet the queued one.
+            also: &[StatusCode::CONFLICT],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/exports/987654321/manifest.json",
+            body: None,
+            allowed: readers,
+            // No such job: "not found" once past the access check.
+            also: &[StatusCode::NOT_FOUND],
+        },
     ];
     // Every documented route is in the matrix or says where its access is tested, so a new
     // route cannot be forgotten: the OpenAPI document is generated from the handlers.
@@ -334,6 +364,7 @@ async fn every_route_checks_every_role() {
             // `{slug}` is project p; other parameters match any one segment.
             let template = template.replace("{slug}", "p");
             let fits = |path: &str| {
+                let path = path.split('?').next().unwrap_or(path);
                 let (t, p): (Vec<&str>, Vec<&str>) =
                     (template.split('/').collect(), path.split('/').collect());
                 t.len() == p.len()
