@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod clips;
 mod concurrency;
+mod contract;
 mod crash;
 mod export;
 mod jobs;
