@@ -109,6 +109,7 @@ fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
 fn job_handlers(store: ClipStore) -> backflip::jobs::Handlers {
     let mut handlers = reward::job_handlers(store.clone());
     handlers.extend(backflip::export::job::handlers(store));
+    handlers.extend(backflip::selection::job::handlers());
     handlers
 }
 
