@@ -108,8 +108,8 @@ fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
 /// Every job kind the workers run: training and exports.
 fn job_handlers(store: ClipStore) -> backflip::jobs::Handlers {
     let mut handlers = reward::job_handlers(store.clone());
-    handlers.extend(backflip::export::job::handlers(store));
-    handlers.extend(backflip::selection::job::handlers());
+    handlers.extend(backflip::export::job::handlers(store.clone()));
+    handlers.extend(backflip::selection::job::handlers(store));
     handlers
 }
 

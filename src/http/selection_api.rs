@@ -65,7 +65,11 @@ async fn put_settings(
     let access = projects::access(&state.pool, &user, &slug)
         .await?
         .require_manage()?;
-    let generated = selection::update_settings(&state.pool, &access, s.clone()).await?;
+    let scorer = selection::score::Scorer {
+        store: &state.clips,
+        cache: &state.models,
+    };
+    let generated = selection::update_settings(&state.pool, &access, s.clone(), scorer).await?;
     Ok(axum::Json(SelectionUpdated {
         settings: s,
         generated,

@@ -187,7 +187,7 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
     projects::audit(&mut tx, &access.user, project.id, "import", detail).await?;
     tx.commit().await?;
 
-    let generated = super::generate::top_up(pool, project.id).await?;
+    let generated = super::generate::top_up(pool, project.id, None).await?;
     Ok(ImportReport {
         lines: total,
         imported: fresh.len(),

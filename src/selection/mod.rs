@@ -12,6 +12,7 @@ pub mod generate;
 pub mod import;
 pub mod job;
 pub mod plan;
+pub mod score;
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -74,6 +75,7 @@ pub async fn update_settings(
     pool: &PgPool,
     access: &Access,
     s: SelectionSettings,
+    scorer: score::Scorer<'_>,
 ) -> Result<usize> {
     s.validate()?;
     let mut tx = pool.begin().await?;
@@ -96,5 +98,5 @@ pub async fn update_settings(
     )
     .await?;
     tx.commit().await?;
-    generate::top_up(pool, access.project.id).await
+    generate::top_up(pool, access.project.id, Some(scorer)).await
 }

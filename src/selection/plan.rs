@@ -93,6 +93,22 @@ pub fn coverage_pairs(
     out
 }
 
+/// How many coverage pairs pair every rollout that no pair holds yet: per
+/// group of two or more, half its uncovered rollouts, rounded up.
+pub fn uncovered_pairs_needed(nodes: &[Node]) -> usize {
+    let mut groups: HashMap<usize, (usize, usize)> = HashMap::new();
+    for n in nodes {
+        let e = groups.entry(n.group).or_default();
+        e.0 += 1;
+        e.1 += usize::from(n.count == 0);
+    }
+    groups
+        .values()
+        .filter(|(size, _)| *size > 1)
+        .map(|(_, uncovered)| uncovered.div_ceil(2))
+        .sum()
+}
+
 /// A pool of up to `size` distinct new pairs drawn uniformly within groups
 /// (for scoring by the ensemble). `taken` is not changed.
 pub fn random_pool(

@@ -266,7 +266,7 @@ async fn next_serves_generated_pairs_and_judging_refills_the_queue() {
     );
     let runner = backflip::jobs::Runner::new(
         app.pool.clone(),
-        backflip::selection::job::handlers(),
+        backflip::selection::job::handlers(app.state.clips.clone()),
         backflip::jobs::WorkerConfig::new(1, 30.0),
     );
     assert_eq!(runner.drain().await.unwrap(), 1);
@@ -281,4 +281,145 @@ async fn next_serves_generated_pairs_and_judging_refills_the_queue() {
         .judge_next("e2e", &ann, json!({"choice": "right"}))
         .await;
     assert!(res.status.is_success(), "{}", res.text());
+}
+
+/// A text rollout whose words a simple model can tell apart.
+fn sentence(g: usize, i: usize) -> String {
+    let words = ["good", "fine", "bad", "poor", "great", "awful", "ok", "meh"];
+    (0..6)
+        .map(|k| words[(g * 7 + i * 3 + k * 5) % words.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+        + &format!(" r{g}x{i}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_queue() {
+    let app = app().await;
+    let lead = app
+        .project("unc", json!({"overlap": 1, "train_every": 0}))
+        .await;
+    let set = |body: Value| put_selection(&app, "unc", &lead, body);
+    let res = set(json!({"strategy": "random", "random_share": 0.3, "open_target": 24})).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let lines: String = (0..4)
+        .flat_map(|g| (0..8).map(move |i| (g, i)))
+        .map(|(g, i)| {
+            json!({"group": format!("g{g}"), "prompt": format!("task {g}"),
+                   "rollout": {"text": sentence(g, i)}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let res = app
+        .post_raw("/api/v1/projects/unc/import", &lead, lines)
+        .await;
+    assert_eq!(res.json()["generated"], 24, "{}", res.text());
+    let ann = app.annotator("unc", &lead, "ann").await;
+    for _ in 0..24 {
+        let res = app.judge_next("unc", &ann, json!({"choice": "left"})).await;
+        assert!(res.status.is_success(), "{}", res.text());
+    }
+    // Train a small model; the random queue gets no refresh job from it.
+    let mut handlers = backflip::reward::job_handlers(app.state.clips.clone());
+    handlers.extend(backflip::selection::job::handlers(app.state.clips.clone()));
+    let runner = backflip::jobs::Runner::new(
+        app.pool.clone(),
+        handlers,
+        backflip::jobs::WorkerConfig::new(1, 60.0),
+    );
+    sqlx::query("delete from jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let project_id: Uuid = sqlx::query_scalar("select id from projects where slug = 'unc'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    backflip::jobs::storage::enqueue(&mut conn, "train", Some(project_id), json!({"steps": 40}))
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(runner.drain().await.unwrap(), 1);
+    assert_eq!(
+        app.count("select count(*) from projects where current_model is not null")
+            .await,
+        1,
+        "{:?}",
+        sqlx::query_scalar::<_, Option<String>>("select error from jobs")
+            .fetch_all(&app.pool)
+            .await
+    );
+
+    // Uncertainty: ten pairs from a scored pool, asked most disputed first.
+    let res = set(json!({"strategy": "uncertainty", "random_share": 0.3, "open_target": 10})).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json()["generated"], 10);
+    let scored: Vec<i32> = sqlx::query_scalar(
+        "select priority from comparisons where generated and judged_count = 0 order by seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(scored.len(), 10);
+    assert!(scored.iter().all(|&p| p >= 1));
+    assert!(
+        scored[0] > scored[9],
+        "the ensemble disagrees more on some: {scored:?}"
+    );
+    assert!(
+        scored.windows(2).all(|w| w[0] >= w[1]),
+        "inserted most disputed first: {scored:?}"
+    );
+    let next = app.get("/api/v1/projects/unc/next", &ann).await;
+    assert_eq!(next.status, StatusCode::OK);
+    let served: i32 = sqlx::query_scalar(
+        "select c.priority from assignments a join comparisons c on c.id = a.comparison_id
+         where a.state = 'leased'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(served, scored[0], "next serves the most disputed pair");
+
+    // A new version re-scores the open, unleased, unjudged candidates in place;
+    // the leased pair keeps its priority.
+    sqlx::query("update comparisons set priority = 3 where generated and judged_count = 0")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let model: Uuid = sqlx::query_scalar("select current_model from projects")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    backflip::selection::job::enqueue_refresh(&app.pool, project_id, model)
+        .await
+        .unwrap();
+    assert_eq!(runner.drain().await.unwrap(), 1);
+    let result: Value = sqlx::query_scalar("select result from jobs where kind = 'select'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(result["rescored"], 9, "{result}");
+    assert_eq!(
+        app.count("select count(*) from comparisons where priority = 3 and leased_count = 1")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("select count(*) from comparisons where priority = 3")
+            .await,
+        1
+    );
+
+    // Mixed: a share of random pairs, interleaved with the scored ones.
+    let res = set(json!({"strategy": "mixed", "random_share": 0.5, "open_target": 20})).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json()["generated"], 10);
+    let pairs = generated(&app).await;
+    let unordered: HashSet<(Uuid, Uuid)> =
+        pairs.iter().map(|p| (p.0.min(p.1), p.0.max(p.1))).collect();
+    assert_eq!(unordered.len(), pairs.len(), "no unordered pair twice");
+    assert!(pairs.iter().all(|p| p.2 == p.3), "pairs only within groups");
 }
