@@ -258,10 +258,16 @@ async fn import_file(global: &GlobalOpts, opts: ImportOpts) -> anyhow::Result<()
     db.close().await;
     match result {
         Ok(r) => {
-            println!(
-                "imported {} new pair(s) from {} line(s); {} already present",
-                r.imported, r.lines, r.duplicates
-            );
+            match r.generated {
+                None => println!(
+                    "imported {} new pair(s) from {} line(s); {} already present",
+                    r.imported, r.lines, r.duplicates
+                ),
+                Some(g) => println!(
+                    "imported {} new rollout(s) from {} line(s); {} already present; {g} pair(s) generated",
+                    r.imported, r.lines, r.duplicates
+                ),
+            }
             Ok(())
         }
         Err(Error::Import(lines)) => {

@@ -423,3 +423,27 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
     assert_eq!(unordered.len(), pairs.len(), "no unordered pair twice");
     assert!(pairs.iter().all(|p| p.2 == p.3), "pairs only within groups");
 }
+
+#[tokio::test]
+async fn the_cli_imports_rollouts_and_reports_the_pairs_generated() {
+    let app = app().await;
+    app.project("cli-sel", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollouts.jsonl");
+    std::fs::write(&file, rollouts("c", &[4], 2)).unwrap();
+    for expected in [
+        "imported 4 new rollout(s) from 4 line(s); 0 already present; 6 pair(s) generated",
+        "imported 0 new rollout(s) from 4 line(s); 4 already present; 0 pair(s) generated",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backflip"))
+            .env("DATABASE_URL", &app.url)
+            .env("RUST_LOG", "warn")
+            .args(["import", "--project", "cli-sel"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+    }
+}
