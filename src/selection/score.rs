@@ -2,7 +2,7 @@
 //! the variance across members of P(a ≻ b) ("disagreement"), highest where a
 //! new label teaches most.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -54,16 +54,11 @@ pub async fn disagreement(
                 .filter_map(|r| Some((r.id, data::vector(kind, r)?)))
                 .filter(|(_, v)| !matches!(kind, ModelKind::Features(d) if v.len() != d))
                 .collect();
-            let loaded = loaded.clone();
-            let pairs = pairs.to_vec();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f32>> {
-                let Loaded::Mlp(m) = &*loaded else {
-                    unreachable!()
-                };
-                score_with(&pairs, &inputs, |p| m.disagreement(p))
+            in_blocking(loaded, pairs, inputs, |l, p| match l {
+                Loaded::Mlp(m) => m.disagreement(p),
+                Loaded::Clip(_) => unreachable!("matched above"),
             })
-            .await
-            .map_err(anyhow::Error::from)??
+            .await?
         }
         Loaded::Clip(_) => {
             let shas: Vec<String> = rows.iter().filter_map(|r| r.clip_sha256.clone()).collect();
@@ -72,19 +67,32 @@ pub async fn disagreement(
                 .iter()
                 .filter_map(|r| Some((r.id, clips.get(r.clip_sha256.as_ref()?)?.clone())))
                 .collect();
-            let loaded = loaded.clone();
-            let pairs = pairs.to_vec();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f32>> {
-                let Loaded::Clip(m) = &*loaded else {
-                    unreachable!()
-                };
-                score_with(&pairs, &inputs, |p| m.disagreement(p))
+            in_blocking(loaded, pairs, inputs, |l, p| match l {
+                Loaded::Clip(m) => m.disagreement(p),
+                Loaded::Mlp(_) => unreachable!("matched above"),
             })
-            .await
-            .map_err(anyhow::Error::from)??
+            .await?
         }
     };
     Ok(Some(scores))
+}
+
+/// One network's disagreement over pairs of its inputs.
+type Disagreement<I> = fn(&Loaded, &[(&I, &I)]) -> crate::ml::Result<Vec<f32>>;
+
+/// [`score_with`] on a blocking thread: inference is CPU-bound.
+async fn in_blocking<I: Send + Sync + 'static>(
+    loaded: Arc<Loaded>,
+    pairs: &[(Uuid, Uuid)],
+    inputs: HashMap<Uuid, I>,
+    f: Disagreement<I>,
+) -> Result<Vec<f32>> {
+    let pairs = pairs.to_vec();
+    let scores =
+        tokio::task::spawn_blocking(move || score_with(&pairs, &inputs, |p| f(&loaded, p)))
+            .await
+            .map_err(anyhow::Error::from)??;
+    Ok(scores)
 }
 
 /// Score the pairs whose both inputs exist (in one batch); the rest get 0.

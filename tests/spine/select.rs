@@ -49,6 +49,15 @@ async fn generated(app: &TestApp) -> Vec<(Uuid, Uuid, String, String)> {
     .unwrap()
 }
 
+/// No unordered pair twice, and pairs only within groups.
+#[track_caller]
+fn assert_distinct_within_groups(pairs: &[(Uuid, Uuid, String, String)]) {
+    let unordered: HashSet<(Uuid, Uuid)> =
+        pairs.iter().map(|p| (p.0.min(p.1), p.0.max(p.1))).collect();
+    assert_eq!(unordered.len(), pairs.len(), "no unordered pair twice");
+    assert!(pairs.iter().all(|p| p.2 == p.3), "pairs only within groups");
+}
+
 #[tokio::test]
 async fn rollout_import_is_checked_all_or_nothing_and_skips_known_ids() {
     let app = app().await;
@@ -155,10 +164,7 @@ async fn pairs_stay_in_groups_cover_every_rollout_first_and_never_repeat() {
     assert_eq!(res.json()["generated"], 45 + 55 - 11);
     let pairs = generated(&app).await;
     assert_eq!(pairs.len(), 100);
-    let unordered: HashSet<(Uuid, Uuid)> =
-        pairs.iter().map(|p| (p.0.min(p.1), p.0.max(p.1))).collect();
-    assert_eq!(unordered.len(), 100, "no unordered pair twice");
-    assert!(pairs.iter().all(|p| p.2 == p.3), "pairs only within groups");
+    assert_distinct_within_groups(&pairs);
     // Each rollout's appearances stay level: 9 or 10 partners, all it has.
     let mut count: HashMap<Uuid, usize> = HashMap::new();
     for p in &pairs {
@@ -418,10 +424,7 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_eq!(res.json()["generated"], 10);
     let pairs = generated(&app).await;
-    let unordered: HashSet<(Uuid, Uuid)> =
-        pairs.iter().map(|p| (p.0.min(p.1), p.0.max(p.1))).collect();
-    assert_eq!(unordered.len(), pairs.len(), "no unordered pair twice");
-    assert!(pairs.iter().all(|p| p.2 == p.3), "pairs only within groups");
+    assert_distinct_within_groups(&pairs);
 }
 
 #[tokio::test]
@@ -446,4 +449,52 @@ async fn the_cli_imports_rollouts_and_reports_the_pairs_generated() {
         assert!(out.status.success(), "{stderr}");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_generators_fill_the_gap_once() {
+    let app = app().await;
+    let lead = app.project("conc", json!({})).await;
+    let res = put_selection(
+        &app,
+        "conc",
+        &lead,
+        json!({"strategy": "random", "random_share": 0.3, "open_target": 1}),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let res = app
+        .post_raw(
+            "/api/v1/projects/conc/import",
+            &lead,
+            rollouts("r", &[30], 3),
+        )
+        .await;
+    assert_eq!(res.json()["generated"], 1);
+    sqlx::query("update projects set open_target = 60")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let project_id: Uuid = sqlx::query_scalar("select id from projects where slug = 'conc'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let pool = app.pool.clone();
+            tokio::spawn(async move {
+                backflip::selection::generate::top_up(&pool, project_id, None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for r in runs {
+        total += r.await.unwrap();
+    }
+    assert_eq!(total, 59, "one run fills the gap, the others find none");
+    let pairs = generated(&app).await;
+    assert_eq!(pairs.len(), 60);
+    assert_distinct_within_groups(&pairs);
 }
