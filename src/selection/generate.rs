@@ -159,7 +159,7 @@ pub async fn top_up(pool: &PgPool, project_id: Uuid, scorer: Option<Scorer<'_>>)
     // Coverage first: pair the rollouts nothing holds yet.
     let uncovered = plan::uncovered_pairs_needed(&g.nodes);
     let mut pairs = plan::coverage_pairs(&mut g.nodes, &mut g.taken, need.min(uncovered), &mut rng);
-    let mut priorities = vec![0; pairs.len()];
+    let mut priorities = vec![score::COVERAGE; pairs.len()];
     let rest = need - pairs.len();
     let n_random = if strategy == "mixed" {
         (rest as f32 * random_share).round() as usize
@@ -208,10 +208,11 @@ pub async fn top_up(pool: &PgPool, project_id: Uuid, scorer: Option<Scorer<'_>>)
 pub async fn refresh(pool: &PgPool, project_id: Uuid, scorer: Scorer<'_>) -> Result<usize> {
     let rows: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
         "select c.id, c.rollout_a, c.rollout_b from comparisons c join projects p on p.id = c.project_id
-         where c.project_id = $1 and c.generated and c.priority > 0
+         where c.project_id = $1 and c.generated and c.priority between 1 and $2
            and c.judged_count = 0 and c.leased_count = 0 and p.strategy <> 'random'",
     )
     .bind(project_id)
+    .bind(score::MAX_SCORED)
     .fetch_all(pool)
     .await?;
     if rows.is_empty() {

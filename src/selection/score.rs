@@ -117,6 +117,13 @@ fn score_with<I, E: Into<anyhow::Error>>(
     Ok(out)
 }
 
+/// Highest score priority: a disagreement (a variance of probabilities) is at most 1.
+pub const MAX_SCORED: i32 = 1_000_001;
+
+/// Priority of coverage pairs in a scored queue: above every scored pair, so
+/// rollouts nobody has seen yet are asked about first.
+pub const COVERAGE: i32 = MAX_SCORED + 1;
+
 /// A disagreement as a queue priority: higher first, always above the 0 of
 /// pairs generated at random or imported.
 pub fn priority(disagreement: f32) -> i32 {

@@ -425,6 +425,37 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
     assert_eq!(res.json()["generated"], 10);
     let pairs = generated(&app).await;
     assert_distinct_within_groups(&pairs);
+
+    // New rollouts under a scored strategy: the import (no ensemble at hand)
+    // queues the job, which pairs them first, ahead of every scored pair.
+    sqlx::query("update projects set open_target = open_target + 2")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let lines: String = (8..10)
+        .map(|i| {
+            json!({"id": format!("late{i}"), "group": "g0", "prompt": "task 0",
+                   "rollout": {"text": sentence(0, i)}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let res = app
+        .post_raw("/api/v1/projects/unc/import", &lead, lines)
+        .await;
+    assert_eq!(res.json()["generated"], 0, "{}", res.text());
+    assert_eq!(runner.drain().await.unwrap(), 1);
+    let top: (i32, Option<String>, Option<String>) = sqlx::query_as(
+        "select c.priority, ra.external_id, rb.external_id from comparisons c
+         join rollouts ra on ra.id = c.rollout_a join rollouts rb on rb.id = c.rollout_b
+         where c.generated and c.judged_count + c.leased_count < c.overlap
+         order by c.priority desc, c.seq limit 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(top.0, backflip::selection::score::COVERAGE);
+    assert!(top.1.is_some() && top.2.is_some(), "{top:?}");
 }
 
 #[tokio::test]
