@@ -299,6 +299,21 @@ fn sentence(g: usize, i: usize) -> String {
         + &format!(" r{g}x{i}")
 }
 
+/// JSONL of [`sentence`] rollouts, group `g{g}` with prompt `task {g}`; ids
+/// `{id}{g}-{i}` unless `id` is empty.
+fn sentence_lines(items: impl Iterator<Item = (usize, usize)>, id: &str) -> String {
+    items
+        .map(|(g, i)| {
+            let mut line = json!({"group": format!("g{g}"), "prompt": format!("task {g}"),
+                                  "rollout": {"text": sentence(g, i)}});
+            if !id.is_empty() {
+                line["id"] = json!(format!("{id}{g}-{i}"));
+            }
+            line.to_string() + "\n"
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_queue() {
     let app = app().await;
@@ -308,15 +323,7 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
     let set = |body: Value| put_selection(&app, "unc", &lead, body);
     let res = set(json!({"strategy": "random", "random_share": 0.3, "open_target": 24})).await;
     assert_eq!(res.status, StatusCode::OK);
-    let lines: String = (0..4)
-        .flat_map(|g| (0..8).map(move |i| (g, i)))
-        .map(|(g, i)| {
-            json!({"group": format!("g{g}"), "prompt": format!("task {g}"),
-                   "rollout": {"text": sentence(g, i)}})
-            .to_string()
-                + "\n"
-        })
-        .collect();
+    let lines = sentence_lines((0..4).flat_map(|g| (0..8).map(move |i| (g, i))), "");
     let res = app
         .post_raw("/api/v1/projects/unc/import", &lead, lines)
         .await;
@@ -432,14 +439,7 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
         .execute(&app.pool)
         .await
         .unwrap();
-    let lines: String = (8..10)
-        .map(|i| {
-            json!({"id": format!("late{i}"), "group": "g0", "prompt": "task 0",
-                   "rollout": {"text": sentence(0, i)}})
-            .to_string()
-                + "\n"
-        })
-        .collect();
+    let lines = sentence_lines((8..10).map(|i| (0, i)), "late");
     let res = app
         .post_raw("/api/v1/projects/unc/import", &lead, lines)
         .await;
