@@ -63,7 +63,7 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Import pairs from a JSONL file into a project (see README for the format).
+    /// Import pairs, or single rollouts in groups, from a JSONL file into a project (see README for the format).
     ///
     /// A file with any bad line imports nothing: every bad line is reported with its number.
     Import(ImportOpts),
@@ -273,7 +273,7 @@ pub struct ImportOpts {
     /// Slug of the project to import into.
     #[arg(long)]
     pub project: String,
-    /// JSONL file, one pair per line.
+    /// JSONL file, one pair per line (or one rollout with its `group` per line).
     pub file: PathBuf,
     /// Folder holding the GIF clips the file names (for GIF projects).
     #[arg(long)]

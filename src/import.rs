@@ -34,17 +34,18 @@ struct PairLine {
     meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// One rollout as an import line carries it (a pair's side, or a lone rollout).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RolloutLine {
+pub(crate) struct RolloutLine {
     #[serde(default)]
-    text: Option<String>,
+    pub text: Option<String>,
     #[serde(default)]
-    clip: Option<String>,
+    pub clip: Option<String>,
     #[serde(default)]
-    policy: Option<String>,
+    pub policy: Option<String>,
     #[serde(default)]
-    meta: Option<serde_json::Map<String, serde_json::Value>>,
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What an import did.
@@ -54,8 +55,11 @@ pub struct ImportReport {
     pub lines: usize,
     /// New pairs stored.
     pub imported: usize,
-    /// Lines skipped because the project already has a pair with their `id`.
+    /// Lines skipped because the project already has a pair (or rollout) with their `id`.
     pub duplicates: usize,
+    /// For a rollouts file: pairs generated right after the import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated: Option<usize>,
 }
 
 /// Is this a safe clip name (no folders, no traversal, no odd characters)?
@@ -78,22 +82,10 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
     let mut errors = Vec::new();
     let mut pairs = Vec::new();
     let mut ids = HashSet::new();
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
+    for (line, text) in split_lines(body, &mut errors) {
         let mut err = |message: String| errors.push(LineError { line, message });
-        if raw.len() > MAX_LINE_BYTES {
-            err(format!(
-                "line is {} bytes; the limit is {MAX_LINE_BYTES}",
-                raw.len()
-            ));
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(raw) else {
-            err("line is not valid UTF-8".into());
-            continue;
-        };
-        let text = text.trim();
-        if text.is_empty() {
+        if text.contains("\"rollout\"") && !text.contains("\"a\"") {
+            err("a rollout line in a file of pairs; import rollouts as a separate file".into());
             continue;
         }
         let pair: PairLine = match serde_json::from_str(text) {
@@ -112,26 +104,8 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
             }
         }
         for (side, r) in [("a", &pair.a), ("b", &pair.b)] {
-            match (&r.text, &r.clip) {
-                (Some(_), Some(_)) | (None, None) => {
-                    problems.push(format!("{side}: give exactly one of \"text\" or \"clip\""))
-                }
-                (Some(t), None) if media_kind != "text" => {
-                    let _ = t;
-                    problems.push(format!(
-                        "{side}: this is a GIF project; rollouts need \"clip\""
-                    ))
-                }
-                (Some(t), None) if t.trim().is_empty() => {
-                    problems.push(format!("{side}: text is empty"))
-                }
-                (None, Some(_)) if media_kind != "gif" => problems.push(format!(
-                    "{side}: this is a text project; rollouts need \"text\""
-                )),
-                (None, Some(c)) if !valid_clip_name(c) => problems.push(format!(
-                    "{side}: clip name {c:?} must be a plain file name (letters, digits, _ . -)"
-                )),
-                _ => {}
+            if let Some(problem) = check_rollout(side, r, media_kind) {
+                problems.push(problem);
             }
         }
         if problems.is_empty() {
@@ -143,8 +117,74 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
     if errors.is_empty() {
         Ok(pairs)
     } else {
+        // split_lines reports unreadable lines first; the caller reads them in order.
+        errors.sort_by_key(|e| e.line);
         Err(errors)
     }
+}
+
+/// The non-blank lines of a JSONL body with their numbers (from 1), trimmed;
+/// over-long and non-UTF-8 lines go to `errors` instead.
+pub(crate) fn split_lines<'a>(
+    body: &'a [u8],
+    errors: &mut Vec<LineError>,
+) -> Vec<(usize, &'a str)> {
+    let mut lines = Vec::new();
+    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        if raw.len() > MAX_LINE_BYTES {
+            let message = format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", raw.len());
+            errors.push(LineError { line, message });
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(raw) else {
+            let message = "line is not valid UTF-8".into();
+            errors.push(LineError { line, message });
+            continue;
+        };
+        let text = text.trim();
+        if !text.is_empty() {
+            lines.push((line, text));
+        }
+    }
+    lines
+}
+
+/// What is wrong with one rollout for a project of this media kind, if anything.
+pub(crate) fn check_rollout(side: &str, r: &RolloutLine, media_kind: &str) -> Option<String> {
+    match (&r.text, &r.clip) {
+        (Some(_), Some(_)) | (None, None) => {
+            Some(format!("{side}: give exactly one of \"text\" or \"clip\""))
+        }
+        (Some(_), None) if media_kind != "text" => Some(format!(
+            "{side}: this is a GIF project; rollouts need \"clip\""
+        )),
+        (Some(t), None) if t.trim().is_empty() => Some(format!("{side}: text is empty")),
+        (None, Some(_)) if media_kind != "gif" => Some(format!(
+            "{side}: this is a text project; rollouts need \"text\""
+        )),
+        (None, Some(c)) if !valid_clip_name(c) => Some(format!(
+            "{side}: clip name {c:?} must be a plain file name (letters, digits, _ . -)"
+        )),
+        _ => None,
+    }
+}
+
+/// Each named clip's sha256, for the names this project has been sent.
+pub(crate) async fn known_clips(
+    pool: &PgPool,
+    project_id: Uuid,
+    wanted: &[String],
+) -> Result<HashMap<String, String>> {
+    Ok(sqlx::query_as(
+        "select name, sha256 from project_clips where project_id = $1 and name = any($2)",
+    )
+    .bind(project_id)
+    .bind(wanted)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect())
 }
 
 /// The clip names a JSONL body refers to (for the CLI's `--clips DIR`). Lines
@@ -152,8 +192,8 @@ fn parse(body: &[u8], media_kind: &str) -> std::result::Result<Vec<Parsed>, Vec<
 pub fn clip_names(body: &[u8]) -> Vec<String> {
     let mut names: Vec<String> = body
         .split(|&b| b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<PairLine>(l).ok())
-        .flat_map(|p| [p.a.clip, p.b.clip])
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .flat_map(|v| ["a", "b", "rollout"].map(|side| v[side]["clip"].as_str().map(str::to_owned)))
         .flatten()
         .filter(|n| valid_clip_name(n))
         .collect();
@@ -164,6 +204,9 @@ pub fn clip_names(body: &[u8]) -> Vec<String> {
 
 /// Import a JSONL body into a project the caller manages.
 pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<ImportReport> {
+    if crate::selection::import::is_rollouts_file(body) {
+        return crate::selection::import::import(pool, access, body).await;
+    }
     let project = &access.project;
     let pairs = parse(body, &project.media_kind).map_err(Error::Import)?;
 
@@ -174,15 +217,7 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
         .flatten()
         .cloned()
         .collect();
-    let known: HashMap<String, String> = sqlx::query_as(
-        "select name, sha256 from project_clips where project_id = $1 and name = any($2)",
-    )
-    .bind(project.id)
-    .bind(&wanted)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
+    let known = known_clips(pool, project.id, &wanted).await?;
     let missing: Vec<LineError> = pairs
         .iter()
         .filter_map(|p| {
@@ -279,6 +314,7 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
         lines,
         imported: fresh.len(),
         duplicates: lines - fresh.len(),
+        generated: None,
     };
     let detail = serde_json::json!({"lines": report.lines, "imported": report.imported});
     projects::audit(&mut tx, &access.user, project.id, "import", detail).await?;
@@ -286,18 +322,19 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
     Ok(report)
 }
 
+/// Rollouts as columns for one bulk `unnest` insert.
 #[derive(Default)]
-struct RolloutColumns {
-    id: Vec<Uuid>,
-    body: Vec<Option<String>>,
-    clip: Vec<Option<String>>,
-    name: Vec<Option<String>>,
-    policy: Vec<Option<String>>,
-    meta: Vec<serde_json::Value>,
+pub(crate) struct RolloutColumns {
+    pub id: Vec<Uuid>,
+    pub body: Vec<Option<String>>,
+    pub clip: Vec<Option<String>>,
+    pub name: Vec<Option<String>>,
+    pub policy: Vec<Option<String>>,
+    pub meta: Vec<serde_json::Value>,
 }
 
 impl RolloutColumns {
-    fn push(&mut self, r: &RolloutLine, known: &HashMap<String, String>) -> Uuid {
+    pub fn push(&mut self, r: &RolloutLine, known: &HashMap<String, String>) -> Uuid {
         let id = Uuid::new_v4();
         self.id.push(id);
         self.body.push(r.text.clone());

@@ -498,15 +498,22 @@ pub async fn submit(
     // Only a regular assignment holds a slot of the pair's coverage, and an excluded
     // rater's judgment does not cover the pair (re-including them counts it then).
     if kind == "regular" {
-        sqlx::query(
+        let refill: bool = sqlx::query_scalar(
             "update comparisons set judged_count = judged_count + case when $2 then 0 else 1 end,
                                     leased_count = leased_count - 1
-             where id = $1",
+             where id = $1
+             returning generated and judged_count >= overlap",
         )
         .bind(comparison_id)
         .bind(excluded)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        // A generated pair is complete: the generator tops the queue up again.
+        if refill {
+            let payload = serde_json::json!({"reason": "pair judged"});
+            let kind = crate::selection::job::KIND;
+            crate::jobs::storage::enqueue(&mut tx, kind, Some(project_id), payload).await?;
+        }
     }
     // Retraining is queued in the same transaction as the judgment that calls for it.
     crate::jobs::storage::enqueue_training_if_due(&mut tx, project_id).await?;

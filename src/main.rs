@@ -108,7 +108,8 @@ fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
 /// Every job kind the workers run: training and exports.
 fn job_handlers(store: ClipStore) -> backflip::jobs::Handlers {
     let mut handlers = reward::job_handlers(store.clone());
-    handlers.extend(backflip::export::job::handlers(store));
+    handlers.extend(backflip::export::job::handlers(store.clone()));
+    handlers.extend(backflip::selection::job::handlers(store));
     handlers
 }
 
@@ -257,10 +258,16 @@ async fn import_file(global: &GlobalOpts, opts: ImportOpts) -> anyhow::Result<()
     db.close().await;
     match result {
         Ok(r) => {
-            println!(
-                "imported {} new pair(s) from {} line(s); {} already present",
-                r.imported, r.lines, r.duplicates
-            );
+            match r.generated {
+                None => println!(
+                    "imported {} new pair(s) from {} line(s); {} already present",
+                    r.imported, r.lines, r.duplicates
+                ),
+                Some(g) => println!(
+                    "imported {} new rollout(s) from {} line(s); {} already present; {g} pair(s) generated",
+                    r.imported, r.lines, r.duplicates
+                ),
+            }
             Ok(())
         }
         Err(Error::Import(lines)) => {

@@ -113,7 +113,11 @@ impl Modify for BearerAuth {
 }
 
 async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi().merge_from(super::quality_api::QualityDoc::openapi()))
+    axum::Json(
+        ApiDoc::openapi()
+            .merge_from(super::quality_api::QualityDoc::openapi())
+            .merge_from(super::selection_api::SelectionDoc::openapi()),
+    )
 }
 
 #[derive(Serialize, ToSchema)]

@@ -9,6 +9,7 @@ mod extract;
 mod pages;
 mod quality_api;
 pub(crate) mod quality_charts;
+mod selection_api;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router(&state))
         .merge(quality_api::router())
+        .merge(selection_api::router())
         .merge(export::router())
         .merge(pages::router())
         .route("/healthz", get(|| async { "ok" }))

@@ -103,6 +103,10 @@ fn train(ctx: &JobContext, store: &ClipStore) -> anyhow::Result<serde_json::Valu
     let (id, number) = ctx
         .rt
         .block_on(store::publish(&ctx.pool, store, version, blob))?;
+    // Queue refresh: the generator re-scores open candidates with the new version.
+    ctx.rt.block_on(crate::selection::job::enqueue_refresh(
+        &ctx.pool, project_id, id,
+    ))?;
     Ok(json!({"model": id, "version": number, "kind": kind.as_str(), "metrics": metrics}))
 }
 

@@ -18,4 +18,5 @@ mod quality;
 mod rater;
 mod reward;
 mod roles;
+mod select;
 mod simulate;

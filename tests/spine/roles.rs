@@ -273,6 +273,20 @@ async fn every_route_checks_every_role() {
             also: &[],
         },
         Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/selection",
+            body: None,
+            allowed: readers,
+            also: &[],
+        },
+        Route {
+            method: Method::PUT,
+            path: "/api/v1/projects/p/selection",
+            body: Some(json!({"strategy": "random", "random_share": 0.3, "open_target": 200})),
+            allowed: managers,
+            also: &[],
+        },
+        Route {
             method: Method::PUT,
             path: "/api/v1/projects/p/quality/settings",
             body: Some(
