@@ -115,6 +115,15 @@ pub struct ClipRewardConfig {
     /// Output channels of the three stride-2 convolutions.
     #[config(default = "[8, 16, 16]")]
     pub channels: [usize; 3],
+    /// CoordConv: append two channels holding each pixel's x and y in [−1, 1], so filters
+    /// know where they are. Off in configs saved before this field existed.
+    /// (An `Option` so manifests without the field load: absent means off.)
+    pub coord: Option<bool>,
+    /// Potential form: the network computes Φ(step) and the per-step reward is
+    /// Φ(step t) − Φ(step t−1) (0 for the first step), so a clip's reward telescopes to
+    /// Φ(last) − Φ(first). Off (plain per-step reward) in configs saved before this field.
+    /// (An `Option` so manifests without the field load: absent means off.)
+    pub potential: Option<bool>,
 }
 
 /// Per-frame CNN reward summed over a clip: r(clip) = Σₜ r(frames t−k+1..=t).
@@ -125,9 +134,21 @@ pub struct ClipReward {
     conv3: Conv2d,
     head: Linear,
     frame_stack: usize,
+    coord: bool,
+    potential: bool,
 }
 
 impl ClipRewardConfig {
+    /// Whether the CoordConv channels are on.
+    pub fn coord(&self) -> bool {
+        self.coord.unwrap_or(false)
+    }
+
+    /// Whether the network is a potential (clip reward = Φ(last) − Φ(first)).
+    pub fn potential(&self) -> bool {
+        self.potential.unwrap_or(false)
+    }
+
     /// Builds the model on `device`.
     pub fn init(&self, device: &Device) -> ClipReward {
         let [c1, c2, c3] = self.channels;
@@ -140,11 +161,18 @@ impl ClipRewardConfig {
         };
         let side = CLIP_SIDE / 8;
         ClipReward {
-            conv1: conv(self.frame_stack, c1, 5, 2),
+            conv1: conv(
+                self.frame_stack + if self.coord() { 2 } else { 0 },
+                c1,
+                5,
+                2,
+            ),
             conv2: conv(c1, c2, 3, 1),
             conv3: conv(c2, c3, 3, 1),
             head: LinearConfig::new(c3 * side * side, 1).init(device),
             frame_stack: self.frame_stack,
+            coord: self.coord(),
+            potential: self.potential(),
         }
     }
 }
@@ -178,24 +206,43 @@ impl RewardModel for ClipReward {
     fn rewards(&self, clips: &[&Clip], device: &Device) -> Tensor<1> {
         let k = self.frame_stack;
         let n = CLIP_SIDE * CLIP_SIDE;
-        let steps: usize = clips.iter().map(|c| c.frames()).sum();
-        let mut input = Vec::with_capacity(steps * k * n);
-        // segments[i][s] = 1 when step s belongs to clip i, so one matmul sums each clip's
+        let c = k + if self.coord { 2 } else { 0 };
+        // The steps each clip feeds the network: all of them, or in the potential form only
+        // the first and the last (the sum of Φ(t) − Φ(t−1) telescopes to Φ(last) − Φ(first)).
+        let chosen: Vec<Vec<(usize, f32)>> = clips
+            .iter()
+            .map(|clip| {
+                let last = clip.frames() - 1;
+                if !self.potential {
+                    (0..clip.frames()).map(|t| (t, 1.0)).collect()
+                } else if last == 0 {
+                    vec![(0, 0.0)]
+                } else {
+                    vec![(0, -1.0), (last, 1.0)]
+                }
+            })
+            .collect();
+        let steps: usize = chosen.iter().map(Vec::len).sum();
+        let mut input = Vec::with_capacity(steps * c * n);
+        // segments[i][s] = weight of step s in clip i's sum, so one matmul sums each clip's
         // steps even when clips have different lengths.
         let mut segments = vec![0f32; clips.len() * steps];
         let mut s = 0;
-        for (i, clip) in clips.iter().enumerate() {
-            for t in 0..clip.frames() {
+        for (i, (clip, chosen)) in clips.iter().zip(&chosen).enumerate() {
+            for &(t, weight) in chosen {
                 for back in (0..k).rev() {
                     let frame = clip.frame(t.saturating_sub(back));
                     input.extend(frame.iter().map(|&p| f32::from(p) / 255.0));
                 }
-                segments[i * steps + s] = 1.0;
+                if self.coord {
+                    input.extend(coord_channels());
+                }
+                segments[i * steps + s] = weight;
                 s += 1;
             }
         }
         let frames = Tensor::<4>::from_data(
-            TensorData::new(input, [steps, k, CLIP_SIDE, CLIP_SIDE]),
+            TensorData::new(input, [steps, c, CLIP_SIDE, CLIP_SIDE]),
             device,
         );
         let per_step = self.forward(frames).reshape([steps, 1]); // [steps, 1]
@@ -203,4 +250,12 @@ impl RewardModel for ClipReward {
             Tensor::<2>::from_data(TensorData::new(segments, [clips.len(), steps]), device);
         segments.matmul(per_step).squeeze_dim::<1>(1) // [clips]
     }
+}
+
+/// The two CoordConv channels: x then y of each pixel centre, from −1 (left, top) to 1.
+fn coord_channels() -> impl Iterator<Item = f32> {
+    let pos = |i: usize| (2 * i + 1) as f32 / CLIP_SIDE as f32 - 1.0;
+    let xs = (0..CLIP_SIDE * CLIP_SIDE).map(move |p| pos(p % CLIP_SIDE));
+    let ys = (0..CLIP_SIDE * CLIP_SIDE).map(move |p| pos(p / CLIP_SIDE));
+    xs.chain(ys)
 }

@@ -122,8 +122,14 @@ pub fn clip_training() -> TrainingConfig {
 }
 
 /// The clip network the service trains.
+///
+/// CoordConv and the potential form: on the simulated GIF task (`backflip bench reward --task
+/// gif`) they lifted accuracy after 500 labels from 0.68 to 0.80 and train ~4× faster (only a
+/// clip's first and last steps go through the network); see `docs/benchmarks.md`.
 pub fn clip_model() -> ClipRewardConfig {
     ClipRewardConfig::new()
+        .with_coord(Some(true))
+        .with_potential(Some(true))
 }
 
 /// How the service trains the text and feature MLPs: the defaults of [`TrainingConfig`].

@@ -57,7 +57,17 @@ fn conv_relu(
 
 #[test]
 fn exported_clip_model_reproduces_its_rewards_by_the_documented_recipe() {
-    let config = ClipRewardConfig::new().with_channels([3, 4, 2]);
+    // The service's form (CoordConv, potential) and the plain per-step sum of older versions.
+    check_clip_recipe(
+        ClipRewardConfig::new()
+            .with_channels([3, 4, 2])
+            .with_coord(Some(true))
+            .with_potential(Some(true)),
+    );
+    check_clip_recipe(ClipRewardConfig::new().with_channels([3, 4, 2]));
+}
+
+fn check_clip_recipe(config: ClipRewardConfig) {
     let device = crate::ml::device();
     device.seed(11);
     let members: Vec<ClipReward> = (0..2).map(|_| ClipReward::init(&config, &device)).collect();
@@ -72,14 +82,16 @@ fn exported_clip_model_reproduces_its_rewards_by_the_documented_recipe() {
     let mut names: Vec<&str> = st.names();
     names.sort();
     assert_eq!(names.len(), 16, "{names:?}");
-    assert_eq!(tensor(&st, "0.conv1.weight").1, [3, 2, 5, 5]);
+    let in_channels = config.frame_stack + if config.coord() { 2 } else { 0 };
+    assert_eq!(tensor(&st, "0.conv1.weight").1, [3, in_channels, 5, 5]);
     assert_eq!(tensor(&st, "1.head.weight").1, [2 * 8 * 8, 1]);
+    // x then y of each pixel centre, from −1 to 1.
+    let pos = |i: usize| (2 * i + 1) as f32 / 64.0 - 1.0;
     for (i, served) in served.iter().enumerate() {
         let t = |name: &str| tensor(&st, &format!("{i}.{name}"));
-        let mut total = 0f32;
-        for step in 0..clip.frames() {
+        let net = |step: usize| {
             // Channels oldest first; before frame 0, frame 0 repeats.
-            let x: Vec<f32> = (0..config.frame_stack)
+            let mut x: Vec<f32> = (0..config.frame_stack)
                 .rev()
                 .flat_map(|back| {
                     clip.frame(step.saturating_sub(back))
@@ -87,16 +99,32 @@ fn exported_clip_model_reproduces_its_rewards_by_the_documented_recipe() {
                         .map(|&p| f32::from(p) / 255.0)
                 })
                 .collect();
+            if config.coord() {
+                x.extend((0..n).map(|p| pos(p % 64)));
+                x.extend((0..n).map(|p| pos(p / 64)));
+            }
             let x = conv_relu(&x, 64, &t("conv1.weight"), &t("conv1.bias").0, 2);
             let x = conv_relu(&x, 32, &t("conv2.weight"), &t("conv2.bias").0, 1);
             let x = conv_relu(&x, 16, &t("conv3.weight"), &t("conv3.bias").0, 1);
             let (w, b) = (t("head.weight").0, t("head.bias").0);
-            total += b[0] + x.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>();
-        }
+            b[0] + x.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>()
+        };
+        let total: f32 = if config.potential() {
+            net(clip.frames() - 1) - net(0)
+        } else {
+            (0..clip.frames()).map(net).sum()
+        };
         assert!(
             (total - served[0]).abs() <= 1e-4 * (1.0 + served[0].abs()),
             "member {i}: recomputed {total}, served {}",
             served[0]
         );
     }
+}
+
+#[test]
+fn clip_configs_saved_before_coord_and_potential_keep_the_old_model() {
+    let old: ClipRewardConfig =
+        serde_json::from_str(r#"{"frame_stack": 2, "channels": [8, 16, 16]}"#).unwrap();
+    assert!(!old.coord() && !old.potential());
 }
