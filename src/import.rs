@@ -171,6 +171,43 @@ pub(crate) fn check_rollout(side: &str, r: &RolloutLine, media_kind: &str) -> Op
 }
 
 /// Each named clip's sha256, for the names this project has been sent.
+/// Which imported ids [`lock_and_find_known`] looks up.
+pub(crate) enum Known {
+    /// `comparisons.external_id` (pair imports).
+    Pairs,
+    /// `rollouts.external_id` (rollout imports).
+    Rollouts,
+}
+
+/// Locks the project's row for the rest of `tx` — one import (and one pair generator) per
+/// project at a time, so the duplicate check holds — and returns which of `ids` it already has.
+pub(crate) async fn lock_and_find_known(
+    tx: &mut sqlx::PgConnection,
+    project_id: Uuid,
+    known: Known,
+    ids: &[&str],
+) -> sqlx::Result<HashSet<String>> {
+    sqlx::query("select 1 from projects where id = $1 for update")
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+    let sql = match known {
+        Known::Pairs => {
+            "select external_id from comparisons where project_id = $1 and external_id = any($2)"
+        }
+        Known::Rollouts => {
+            "select external_id from rollouts where project_id = $1 and external_id = any($2)"
+        }
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(project_id)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 pub(crate) async fn known_clips(
     pool: &PgPool,
     project_id: Uuid,
@@ -241,21 +278,8 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
     }
 
     let mut tx = pool.begin().await?;
-    // One import per project at a time, so the duplicate check below holds.
-    sqlx::query("select 1 from projects where id = $1 for update")
-        .bind(project.id)
-        .execute(&mut *tx)
-        .await?;
     let ids: Vec<&str> = pairs.iter().filter_map(|p| p.pair.id.as_deref()).collect();
-    let existing: HashSet<String> = sqlx::query_scalar(
-        "select external_id from comparisons where project_id = $1 and external_id = any($2)",
-    )
-    .bind(project.id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    let existing = lock_and_find_known(&mut tx, project.id, Known::Pairs, &ids).await?;
 
     let lines = pairs.len();
     let fresh: Vec<PairLine> = pairs

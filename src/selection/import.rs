@@ -133,21 +133,9 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
     }
 
     let mut tx = pool.begin().await?;
-    // One import (and one generator) per project at a time.
-    sqlx::query("select 1 from projects where id = $1 for update")
-        .bind(project.id)
-        .execute(&mut *tx)
-        .await?;
     let ids: Vec<&str> = lines.iter().filter_map(|(_, r)| r.id.as_deref()).collect();
-    let existing: HashSet<String> = sqlx::query_scalar(
-        "select external_id from rollouts where project_id = $1 and external_id = any($2)",
-    )
-    .bind(project.id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    let existing =
+        import::lock_and_find_known(&mut tx, project.id, import::Known::Rollouts, &ids).await?;
     let total = lines.len();
     let fresh: Vec<GroupLine> = lines
         .into_iter()
