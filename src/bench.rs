@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod reward;
+pub mod select;
 
 use std::{
     sync::Arc,

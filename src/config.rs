@@ -125,6 +125,12 @@ pub enum BenchCommand {
     /// Trains in this process on simulated labels (no database, no HTTP) with the
     /// service's model and training configurations, and prints a table.
     Reward(crate::bench::reward::RewardOpts),
+    /// Label efficiency of the pair-selection strategies on a simulated task.
+    ///
+    /// Labels a pool of grouped rollouts round by round, each strategy picking pairs with
+    /// the service's planner and retraining after every round, and prints accuracy against
+    /// the hidden true reward at each label count (no database). `--svg` charts it.
+    Select(crate::bench::select::SelectOpts),
     /// Export throughput and memory: seeds N judgments, then times the JSONL export.
     ///
     /// Works in a throwaway database `backflip_bench_export` (dropped afterwards; the

@@ -78,6 +78,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             backflip::bench::reward::print(&opts, &rows);
             Ok(())
         }
+        Command::Bench(BenchCommand::Select(opts)) => {
+            let curves = tokio::task::spawn_blocking({
+                let opts = opts.clone();
+                move || backflip::bench::select::run(&opts)
+            })
+            .await??;
+            backflip::bench::select::print(&opts, &curves);
+            if let Some(path) = &opts.svg {
+                std::fs::write(path, backflip::bench::select::chart(&opts, &curves)?)?;
+                println!("chart: {}", path.display());
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Export(opts)) => {
             with_admin_url(&global, |url| async move {
                 backflip::bench::export::run(&url, &opts).await

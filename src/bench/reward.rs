@@ -87,7 +87,7 @@ pub struct Row {
 
 /// Seed of the task itself and of the test pairs: fixed, so every row is measured on the
 /// same hidden reward and the same fresh pairs.
-const TASK_SEED: u64 = 0x5eed;
+pub(crate) const TASK_SEED: u64 = 0x5eed;
 
 /// Runs the sweep; one [`Row`] per label count, in the order given.
 pub fn run(opts: &RewardOpts) -> anyhow::Result<Vec<Row>> {
@@ -123,11 +123,33 @@ pub fn run(opts: &RewardOpts) -> anyhow::Result<Vec<Row>> {
 }
 
 /// A fresh GIF rollout decoded and subsampled exactly as an uploaded clip is for training.
-fn gif_clip(rng: &mut StdRng) -> (Clip, f64) {
+pub(crate) fn gif_clip(rng: &mut StdRng) -> (Clip, f64) {
     let r = GifTask.rollout(rand::Rng::random(rng));
     let decoded = decode_gif(&r.gif, &ClipLimits::default()).expect("our own GIFs decode");
     let clip = training_clip(decoded.frame_count as usize, &decoded.frames).expect("64×64 frames");
     (clip, r.reward)
+}
+
+/// `n` fresh pairs (from `pair`, which draws two inputs with their true rewards) labelled by
+/// the true reward itself: accuracy on them is agreement with the truth (pairs of equal true
+/// reward are ties, left out of accuracy). Drawn from a fixed seed, so every run is measured
+/// on the same pairs.
+pub(crate) fn truth_test_set<I>(
+    n: usize,
+    pair: &mut impl FnMut(&mut StdRng) -> (I, I, f64, f64),
+) -> Vec<Example<I>> {
+    let mut rng = StdRng::seed_from_u64(derive_seed(TASK_SEED, 1));
+    (0..n)
+        .map(|_| {
+            let (a, b, ra, rb) = pair(&mut rng);
+            let truth = match ra.total_cmp(&rb) {
+                std::cmp::Ordering::Greater => Preference::Left,
+                std::cmp::Ordering::Less => Preference::Right,
+                std::cmp::Ordering::Equal => Preference::Tie,
+            };
+            Example::new(a, b, truth)
+        })
+        .collect()
 }
 
 /// The sweep over label counts and seeds for one model type; `pair` draws a fresh pair of
@@ -143,20 +165,7 @@ fn sweep<M: RewardModel>(
 where
     M::Input: Clone,
 {
-    // The test set is labelled by the true reward itself: its accuracy metric is then
-    // agreement with the truth (pairs of equal true reward are ties, left out of accuracy).
-    let mut rng = StdRng::seed_from_u64(derive_seed(TASK_SEED, 1));
-    let test: Vec<Example<M::Input>> = (0..opts.test_pairs.unwrap_or(default_test))
-        .map(|_| {
-            let (a, b, ra, rb) = pair(&mut rng);
-            let truth = match ra.total_cmp(&rb) {
-                std::cmp::Ordering::Greater => Preference::Left,
-                std::cmp::Ordering::Less => Preference::Right,
-                std::cmp::Ordering::Equal => Preference::Tie,
-            };
-            Example::new(a, b, truth)
-        })
-        .collect();
+    let test = truth_test_set(opts.test_pairs.unwrap_or(default_test), &mut pair);
     let never = AtomicBool::new(false);
     let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); opts.labels.len()];
     for seed in 0..opts.seeds {

@@ -156,45 +156,21 @@ pub async fn top_up(pool: &PgPool, project_id: Uuid, scorer: Option<Scorer<'_>>)
     };
     let mut g = load(&mut tx, project_id).await?;
     let mut rng = StdRng::from_os_rng();
-    // Coverage first: pair the rollouts nothing holds yet.
-    let uncovered = plan::uncovered_pairs_needed(&g.nodes);
-    let mut pairs = plan::coverage_pairs(&mut g.nodes, &mut g.taken, need.min(uncovered), &mut rng);
-    let mut priorities = vec![score::COVERAGE; pairs.len()];
-    let rest = need - pairs.len();
-    let n_random = if strategy == "mixed" {
-        (rest as f32 * random_share).round() as usize
+    let share = if strategy == "mixed" {
+        random_share
     } else {
-        0
+        0.0
     };
-    let n_scored = rest - n_random;
-    // Score a pool ten times larger than needed; ask the most disputed.
-    let pool_pairs = plan::random_pool(&g.nodes, &g.taken, n_scored * 10, &mut rng);
-    let ids: Vec<(Uuid, Uuid)> = pool_pairs
+    let draft = plan::draft(&mut g.nodes, &mut g.taken, need, share, &mut rng);
+    let ids: Vec<(Uuid, Uuid)> = draft
+        .pool
         .iter()
         .map(|&(i, j)| (g.ids[i], g.ids[j]))
         .collect();
     let scores = score::disagreement(pool, scorer, project_id, &ids)
         .await?
         .unwrap_or_else(|| vec![0.0; ids.len()]);
-    let mut ranked: Vec<(f32, (usize, usize))> = scores.into_iter().zip(pool_pairs).collect();
-    ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
-    let mut scored_priorities = Vec::new();
-    for (d, (i, j)) in ranked.into_iter().take(n_scored) {
-        g.taken.insert((i.min(j), i.max(j)));
-        g.nodes[i].count += 1;
-        g.nodes[j].count += 1;
-        pairs.push((i, j));
-        scored_priorities.push(score::priority(d));
-    }
-    // Random pairs of a mixed queue are interleaved at the median scored priority.
-    let median = scored_priorities
-        .get(scored_priorities.len() / 2)
-        .copied()
-        .unwrap_or(0);
-    priorities.extend(scored_priorities);
-    let random = plan::coverage_pairs(&mut g.nodes, &mut g.taken, n_random, &mut rng);
-    priorities.extend(std::iter::repeat_n(median, random.len()));
-    pairs.extend(random);
+    let (pairs, priorities) = plan::finish(draft, &scores, &mut g.nodes, &mut g.taken, &mut rng);
     if !pairs.is_empty() {
         insert(&mut tx, project_id, overlap, &g, &pairs, &priorities).await?;
     }

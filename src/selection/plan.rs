@@ -13,6 +13,8 @@ use std::collections::{HashMap, HashSet};
 
 use rand::{Rng, seq::SliceRandom};
 
+use super::score;
+
 /// One rollout as the planner sees it.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -143,6 +145,80 @@ pub fn random_pool(
     out
 }
 
+/// An active (scored) top-up half done: the coverage pairs it starts with and
+/// the pool of candidates that must be scored before it can be finished.
+pub struct Draft {
+    /// Coverage pairs, already taken, asked before everything else.
+    pub pairs: Vec<(usize, usize)>,
+    /// Candidates for the scored share, in no order; score them and call [`finish`].
+    pub pool: Vec<(usize, usize)>,
+    n_scored: usize,
+    n_random: usize,
+}
+
+/// Candidates scored per pair asked: the pool is ten times larger than needed.
+pub const POOL_FACTOR: usize = 10;
+
+/// Step one of an `uncertainty` (`random_share` 0) or `mixed` top-up of `need`
+/// pairs: pair the rollouts nothing holds yet (coverage first), then draw a
+/// pool [`POOL_FACTOR`] times the scored share.
+pub fn draft(
+    nodes: &mut [Node],
+    taken: &mut HashSet<(usize, usize)>,
+    need: usize,
+    random_share: f32,
+    rng: &mut impl Rng,
+) -> Draft {
+    let uncovered = uncovered_pairs_needed(nodes);
+    let pairs = coverage_pairs(nodes, taken, need.min(uncovered), rng);
+    let rest = need - pairs.len();
+    let n_random = (rest as f32 * random_share.clamp(0.0, 1.0)).round() as usize;
+    let n_scored = rest - n_random;
+    let pool = random_pool(nodes, taken, n_scored * POOL_FACTOR, rng);
+    Draft {
+        pairs,
+        pool,
+        n_scored,
+        n_random,
+    }
+}
+
+/// Step two: with the pool's disagreement scores (in pool order), the pairs to
+/// insert and their queue priorities — coverage pairs on top, then the most
+/// disputed pairs by score, with the random share (drawn like the `random`
+/// strategy's pairs) interleaved at the median scored priority.
+pub fn finish(
+    draft: Draft,
+    scores: &[f32],
+    nodes: &mut [Node],
+    taken: &mut HashSet<(usize, usize)>,
+    rng: &mut impl Rng,
+) -> (Vec<(usize, usize)>, Vec<i32>) {
+    let Draft {
+        mut pairs,
+        pool,
+        n_scored,
+        n_random,
+    } = draft;
+    let mut priorities = vec![score::COVERAGE; pairs.len()];
+    let mut ranked: Vec<(f32, (usize, usize))> = scores.iter().copied().zip(pool).collect();
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let mut scored = Vec::new();
+    for (d, (i, j)) in ranked.into_iter().take(n_scored) {
+        taken.insert(key(i, j));
+        nodes[i].count += 1;
+        nodes[j].count += 1;
+        pairs.push((i, j));
+        scored.push(score::priority(d));
+    }
+    let median = scored.get(scored.len() / 2).copied().unwrap_or(0);
+    priorities.extend(scored);
+    let random = coverage_pairs(nodes, taken, n_random, rng);
+    priorities.extend(std::iter::repeat_n(median, random.len()));
+    pairs.extend(random);
+    (pairs, priorities)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +300,44 @@ mod tests {
             assert_eq!(nodes[i].group, nodes[j].group);
             assert!(!taken.contains(&key(i, j)));
         }
+    }
+
+    #[test]
+    fn a_scored_top_up_covers_first_then_asks_the_most_disputed() {
+        let mut nodes = nodes(&[6, 6], 1);
+        let mut taken = HashSet::new();
+        let mut rng = StdRng::seed_from_u64(5);
+        // Nothing covered yet: 6 coverage pairs, then 4 scored from a pool of 40.
+        let draft = draft(&mut nodes, &mut taken, 10, 0.0, &mut rng);
+        assert_eq!(draft.pairs.len(), 6);
+        assert!(nodes.iter().all(|n| n.count == 1));
+        assert!(draft.pool.len() > 20 && draft.pool.len() <= 40);
+        let pool = draft.pool.clone();
+        // Score the pool so that its last four pairs are the most disputed.
+        let scores: Vec<f32> = (0..pool.len()).map(|k| k as f32 / 1000.0).collect();
+        let (pairs, priorities) = finish(draft, &scores, &mut nodes, &mut taken, &mut rng);
+        assert_eq!(pairs.len(), 10);
+        assert!(priorities[..6].iter().all(|&p| p == score::COVERAGE));
+        let best: Vec<_> = pool.iter().rev().take(4).copied().collect();
+        assert_eq!(pairs[6..], best[..]);
+        assert!(priorities[6..].windows(2).all(|w| w[0] >= w[1]));
+        assert_eq!(taken.len(), 10);
+    }
+
+    #[test]
+    fn a_mixed_top_up_keeps_its_random_share() {
+        let mut nodes = nodes(&[10, 10], 2);
+        let mut taken = HashSet::new();
+        let mut rng = StdRng::seed_from_u64(6);
+        coverage_pairs(&mut nodes, &mut taken, 10, &mut rng);
+        let draft = draft(&mut nodes, &mut taken, 10, 0.3, &mut rng);
+        assert!(draft.pairs.is_empty(), "everyone is covered");
+        assert!(draft.pool.len() <= 70, "a pool for the 7 scored pairs");
+        let scores = vec![0.1; draft.pool.len()];
+        let (pairs, priorities) = finish(draft, &scores, &mut nodes, &mut taken, &mut rng);
+        assert_eq!(pairs.len(), 10);
+        // The 3 random pairs sit at the median scored priority.
+        assert!(priorities.iter().all(|&p| p == score::priority(0.1)));
+        assert_eq!(taken.len(), 20);
     }
 }
