@@ -44,6 +44,10 @@ pub struct SelectOpts {
     /// Seeds (rollout pool, rater, initialisations) per strategy.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
+    /// First seed: runs seeds first-seed .. first-seed + seeds (to split a long run over
+    /// processes; each prints its per-seed accuracies on stderr as it goes).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
     /// Groups of rollouts in the pool (pairs never cross groups).
     #[arg(long, default_value_t = 16)]
     pub groups: usize,
@@ -182,7 +186,7 @@ where
     let mut acc = vec![vec![Vec::new(); labels.len()]; opts.strategies.len()];
     let mut trainings = vec![0; opts.strategies.len()];
     let mut seconds = vec![0.0; opts.strategies.len()];
-    for seed in 0..opts.seeds {
+    for seed in opts.first_seed..opts.first_seed + opts.seeds {
         let rollouts = pool(seed);
         for (k, strategy) in opts.strategies.iter().enumerate() {
             let started = std::time::Instant::now();
@@ -196,15 +200,21 @@ where
                 seed,
             }
             .run(labels)?;
+            let line: Vec<String> = labels
+                .iter()
+                .zip(&run.accuracy)
+                .map(|(l, a)| format!("{l}: {a:.3}"))
+                .collect();
             for (c, a) in run.accuracy.into_iter().enumerate() {
                 acc[k][c].push(a);
             }
             trainings[k] = run.trainings;
             seconds[k] += started.elapsed().as_secs_f64() / opts.seeds as f64;
             eprintln!(
-                "bench select: {} seed {seed} done in {:.0} s",
+                "bench select: {} seed {seed} done in {:.0} s; accuracy {}",
                 strategy,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                line.join(", ")
             );
         }
     }
@@ -498,6 +508,7 @@ mod tests {
             strategies: strategies.iter().map(|s| s.to_string()).collect(),
             labels: vec![40, 80],
             seeds: 1,
+            first_seed: 0,
             groups: 4,
             group_size: 10,
             min_round: 20,
