@@ -419,13 +419,13 @@ pub async fn submit(
     input: &JudgmentInput,
     idempotency_key: Option<&str>,
 ) -> Result<(Judgment, bool)> {
-    if let Some(key) = idempotency_key {
-        if key.is_empty() || key.len() > 200 {
-            return Err(Error::BadRequest {
-                code: "bad_idempotency_key",
-                message: "Idempotency-Key must be 1-200 characters".into(),
-            });
-        }
+    if let Some(key) = idempotency_key
+        && (key.is_empty() || key.len() > 200)
+    {
+        return Err(Error::BadRequest {
+            code: "bad_idempotency_key",
+            message: "Idempotency-Key must be 1-200 characters".into(),
+        });
     }
 
     let mut tx = pool.begin().await?;
