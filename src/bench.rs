@@ -4,29 +4,26 @@
 //! figures come out as a ratio to what the database alone commits.
 //!
 //! It works in a throwaway database (`backflip_bench`) that it creates and drops.
-//! `backflip bench reward` lives in [`reward`].
+//! `backflip bench next` (the queue at scale) lives in [`next`], `backflip bench
+//! reward` in [`reward`].
 
 pub mod export;
+mod harness;
+pub mod next;
 pub mod reward;
 pub mod select;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, StatusCode};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use sqlx::PgPool;
 
 use crate::{
     auth::{Role, User},
-    clips::{ClipLimits, ClipStore},
-    db, http, import, projects, users,
+    clips::ClipStore,
+    db, import, projects, users,
 };
+use harness::Harness;
 
 /// Settings of one benchmark run.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,8 +48,6 @@ pub struct BenchOpts {
 
 const BENCH_DB: &str = "backflip_bench";
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
 /// Drop and create database `name` (a throwaway for a benchmark); returns the
 /// statement that drops it again.
 pub(crate) async fn recreate_database(admin: &PgPool, name: &str) -> anyhow::Result<String> {
@@ -67,16 +62,35 @@ pub(crate) async fn recreate_database(admin: &PgPool, name: &str) -> anyhow::Res
     Ok(drop)
 }
 
+/// Run `bench` with the URL of a fresh database `name` on the server
+/// `admin_url` points at, and drop that database afterwards unless `keep`.
+pub(crate) async fn in_throwaway<F, Fut>(
+    admin_url: &str,
+    name: &str,
+    keep: bool,
+    bench: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let admin = db::pool(admin_url, 1).await?;
+    let drop = recreate_database(&admin, name).await?;
+    let result = bench(with_database(admin_url, name)).await;
+    if !keep {
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&admin)
+            .await?;
+    }
+    result
+}
+
 /// Run the sweep against a fresh database on the server `admin_url` points at.
 pub async fn submit(admin_url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
-    let admin = db::pool(admin_url, 1).await?;
-    let drop = recreate_database(&admin, BENCH_DB).await?;
-    let url = with_database(admin_url, BENCH_DB);
-    let result = run(&url, opts).await;
-    sqlx::query(sqlx::AssertSqlSafe(drop))
-        .execute(&admin)
-        .await?;
-    result
+    in_throwaway(admin_url, BENCH_DB, false, |url| async move {
+        run(&url, opts).await
+    })
+    .await
 }
 
 async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
@@ -85,26 +99,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     let max_raters = opts.raters.iter().copied().max().unwrap_or(1);
     let tokens = seed(&pool, max_raters).await?;
 
-    let dir = std::env::temp_dir().join(format!("backflip-bench-{}", std::process::id()));
-    let state = http::AppState {
-        pool: pool.clone(),
-        clips: ClipStore::local(&dir)?,
-        inner: Arc::new(http::Settings {
-            clip_limits: ClipLimits::default(),
-            public_url: None,
-            max_import_bytes: 1 << 20,
-        }),
-        models: Default::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(max_raters)
-        .build_http();
+    let harness = Harness::start(&pool, max_raters).await?;
 
     println!(
         "backflip bench submit: {}s per level, server pool {} connections, client and server in one process",
@@ -121,7 +116,6 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "pg inserts/s",
         "ratio"
     );
-    let base = format!("http://{addr}/api/v1");
     let modes: &[bool] = if opts.with_training {
         &[false, true]
     } else {
@@ -130,27 +124,24 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     for &n in &opts.raters {
         for &training in modes {
             let trainer = match training {
-                true => Some(start_training(&pool, &dir, opts.training_nice).await?),
+                true => Some(start_training(&pool, &harness.dir, opts.training_nice).await?),
                 false => None,
             };
-            let r = level(&client, &base, &tokens[..n], opts.seconds).await;
+            let r = harness.level(&tokens[..n], n, opts.seconds).await;
             if let Some((stop, task)) = trainer {
                 let _ = stop.send(true);
                 let _ = task.await;
             }
             let inserts = baseline(url, n, opts.seconds).await?;
-            let rate = r.judgments as f64 / r.elapsed;
+            let rate = r.rate();
+            let [next, submit, both] = r.latencies();
             println!(
                 "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>6.2}{}",
                 n,
                 rate,
-                triple(&mut r.next.clone()),
-                triple(&mut r.submit.clone()),
-                format!(
-                    "{:.1}/{:.1}",
-                    pct(&mut r.both.clone(), 0.5),
-                    pct(&mut r.both.clone(), 0.99)
-                ),
+                next,
+                submit,
+                both,
                 r.errors,
                 inserts,
                 rate / inserts,
@@ -158,10 +149,8 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
             );
         }
     }
-    let _ = stop.send(());
-    server.await??;
+    harness.stop().await?;
     pool.close().await;
-    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
 
@@ -195,96 +184,6 @@ async fn seed(pool: &PgPool, raters: usize) -> anyhow::Result<Vec<String>> {
         tokens.push(u.token);
     }
     Ok(tokens)
-}
-
-#[derive(Default)]
-struct LevelResult {
-    judgments: usize,
-    errors: usize,
-    elapsed: f64,
-    next: Vec<f64>,
-    submit: Vec<f64>,
-    both: Vec<f64>,
-}
-
-async fn level(client: &HttpClient, base: &str, tokens: &[String], seconds: f64) -> LevelResult {
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = tokens
-        .iter()
-        .map(|token| {
-            let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
-            tokio::spawn(async move { rater(&client, &base, &token, deadline).await })
-        })
-        .collect();
-    let mut total = LevelResult::default();
-    for t in tasks {
-        let r = t.await.expect("rater task");
-        total.judgments += r.judgments;
-        total.errors += r.errors;
-        total.next.extend(r.next);
-        total.submit.extend(r.submit);
-        total.both.extend(r.both);
-    }
-    total.elapsed = start.elapsed().as_secs_f64();
-    total
-}
-
-async fn rater(client: &HttpClient, base: &str, token: &str, deadline: Instant) -> LevelResult {
-    let mut r = LevelResult::default();
-    let auth = format!("Bearer {token}");
-    while Instant::now() < deadline {
-        let t0 = Instant::now();
-        let req = Request::get(format!("{base}/projects/bench/next"))
-            .header("authorization", &auth)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let (status, body) = send(client, req).await;
-        let t1 = Instant::now();
-        if status != StatusCode::OK {
-            r.errors += 1;
-            continue;
-        }
-        let id = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["assignment_id"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let req = Request::post(format!("{base}/assignments/{id}/judgment"))
-            .header("authorization", &auth)
-            .header("content-type", "application/json")
-            .header("idempotency-key", format!("bench-{id}"))
-            .body(Full::new(Bytes::from_static(
-                b"{\"choice\": \"left\", \"duration_ms\": 3000}",
-            )))
-            .unwrap();
-        let (status, _) = send(client, req).await;
-        let t2 = Instant::now();
-        if status != StatusCode::CREATED {
-            r.errors += 1;
-            continue;
-        }
-        r.judgments += 1;
-        r.next.push((t1 - t0).as_secs_f64() * 1e3);
-        r.submit.push((t2 - t1).as_secs_f64() * 1e3);
-        r.both.push((t2 - t0).as_secs_f64() * 1e3);
-    }
-    r
-}
-
-async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
-    match client.request(req).await {
-        Ok(res) => {
-            let status = res.status();
-            let body = res
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            (status, body)
-        }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
-    }
 }
 
 /// Single-row inserts at the same concurrency, one connection per client, each
@@ -324,7 +223,7 @@ async fn baseline(url: &str, clients: usize, seconds: f64) -> anyhow::Result<f64
     Ok(rate)
 }
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn pct(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -332,7 +231,7 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-fn triple(v: &mut [f64]) -> String {
+pub(crate) fn triple(v: &mut [f64]) -> String {
     format!("{:.1}/{:.1}/{:.1}", pct(v, 0.5), pct(v, 0.95), pct(v, 0.99))
 }
 

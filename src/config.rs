@@ -120,6 +120,12 @@ pub enum BenchCommand {
     /// Works in a throwaway database `backflip_bench` on the configured server
     /// (dropped afterwards; the role needs CREATEDB).
     Submit(crate::bench::BenchOpts),
+    /// `next` and judgment latency with a million open pairs and a thousand raters.
+    ///
+    /// Seeds by SQL a throwaway database `backflip_bench_next` (dropped afterwards
+    /// unless --keep; the role needs CREATEDB), then runs phases: fresh queue,
+    /// partly consumed, uncertainty priorities, and a rater who has seen the head.
+    Next(crate::bench::next::NextBenchOpts),
     /// Reward-model accuracy against a simulated task's hidden true reward, by label count.
     ///
     /// Trains in this process on simulated labels (no database, no HTTP) with the

@@ -91,6 +91,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(BenchCommand::Next(opts)) => {
+            with_admin_url(&global, |url| async move {
+                backflip::bench::next::run(&url, &opts).await
+            })
+            .await
+        }
         Command::Bench(BenchCommand::Export(opts)) => {
             with_admin_url(&global, |url| async move {
                 backflip::bench::export::run(&url, &opts).await

@@ -263,15 +263,31 @@ impl Access {
 /// Resolve a project for a user. A project the user does not belong to is
 /// reported as not found, so its existence does not leak.
 pub async fn access(pool: &PgPool, user: &User, slug: &str) -> Result<Access> {
-    let project = by_slug(pool, slug).await?;
-    let member: Option<String> = sqlx::query_scalar(
-        "select role from project_members where project_id = $1 and user_id = $2",
-    )
-    .bind(project.id)
-    .bind(user.id)
-    .fetch_optional(pool)
-    .await?;
-    let member = member.as_deref().and_then(MemberRole::parse);
+    // One round trip: every API call on a project starts here.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        project: Project,
+        member_role: Option<String>,
+    }
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "select {PROJECT_COLUMNS},
+                    (select role from project_members m
+                     where m.project_id = projects.id and m.user_id = $2) as member_role
+             from projects where slug = $1"
+        )
+    });
+    let Row {
+        project,
+        member_role,
+    } = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(slug)
+        .bind(user.id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("project"))?;
+    let member = member_role.as_deref().and_then(MemberRole::parse);
     if member.is_none() && !user.is_admin() {
         return Err(Error::NotFound("project"));
     }

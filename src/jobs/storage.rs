@@ -188,36 +188,30 @@ pub async fn release(pool: &PgPool, id: i64, worker: &str) -> sqlx::Result<bool>
     Ok(n == 1)
 }
 
-/// After a judgment: queue a training job when the project has `train_every`
-/// judgments newer than the data its last training job saw (the time it started;
-/// debounced like `enqueue`). One
-/// statement that reads at most `train_every` index entries, in the caller's
-/// transaction, and touches no shared row, so judgments do not queue on it.
-pub async fn enqueue_training_if_due(
-    conn: &mut PgConnection,
-    project_id: Uuid,
-) -> sqlx::Result<bool> {
-    let n = sqlx::query(
-        "insert into jobs (kind, project_id, payload)
-         select 'train', p.id, '{\"reason\": \"new judgments\"}'
-         from projects p
-         where p.id = $1 and p.train_every > 0
-           and (select count(*) from (
-                    select 1 from judgments j
-                    where j.project_id = p.id
-                      and j.created_at > coalesce(
-                          -- the newest train job only (an index probe on the hot
-                          -- path): jobs run in order, so its start bounds the data seen
-                          (select coalesce(started_at, created_at) from jobs
-                           where project_id = p.id and kind = 'train'
-                           order by created_at desc limit 1),
-                          '-infinity')
-                    limit p.train_every) recent) >= p.train_every
-         on conflict (project_id, kind) where status = 'queued' do nothing",
-    )
-    .bind(project_id)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+/// Whether project `p` (an alias of `projects` in the judging statement) is due
+/// for training once the judgment being stored is in: it has `train_every`
+/// judgments newer than the data its last training job saw (the time it
+/// started), that one included. Read in the judging transaction before the
+/// insert, so the hot path pays no statement of its own for it; it reads at
+/// most `train_every` index entries and touches no shared row.
+pub const TRAINING_DUE: &str = "p.train_every > 0
+     and (select count(*) from (
+              select 1 from judgments j
+              where j.project_id = p.id
+                and j.created_at > coalesce(
+                    -- the newest train job only (an index probe on the hot
+                    -- path): jobs run in order, so its start bounds the data seen
+                    (select coalesce(started_at, created_at) from jobs
+                     where project_id = p.id and kind = 'train'
+                     order by created_at desc limit 1),
+                    '-infinity')
+              limit p.train_every) recent) + 1 >= p.train_every";
+
+/// After a judgment for which [`TRAINING_DUE`] held: queue a training job
+/// (debounced like `enqueue`). Returns whether one was queued.
+pub async fn enqueue_training(conn: &mut PgConnection, project_id: Uuid) -> sqlx::Result<bool> {
+    let payload = serde_json::json!({"reason": "new judgments"});
+    Ok(enqueue(conn, "train", Some(project_id), payload)
+        .await?
+        .is_some())
 }
