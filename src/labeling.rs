@@ -517,6 +517,7 @@ pub async fn submit(
     }
     // Retraining is queued in the same transaction as the judgment that calls for it.
     crate::jobs::storage::enqueue_training_if_due(&mut tx, project_id).await?;
+    crate::quality::store::enqueue_if_due(&mut tx, project_id).await?;
     // Durable before the client hears of it: commit waits for the WAL flush.
     tx.commit().await?;
     Ok((judgment, true))
