@@ -3,12 +3,12 @@
 -- recomputing over every judgment per request.
 --
 -- Staleness is read, not guessed: judgments are append-only, so "which judgments does this
--- report cover" is the judgments the computation's snapshot saw. `horizon` is a minute before
--- the newest one and `covered_recent` how many covered judgments are newer than it; a reader
--- counts the judgments newer than `horizon` now (an index range over the last minute plus
--- whatever arrived since) and the difference is the judgments the report does not include.
--- The minute covers judgment transactions that began before the snapshot and committed after
--- it. Lead actions that change the figures (gold, pause, exclusion) queue a `quality` job in
+-- report cover" is the judgments the computation's snapshot saw. `horizon` is ten seconds
+-- before the newest one and `covered_recent` how many covered judgments are newer than it; a
+-- reader counts the judgments newer than `horizon` now (an index range over those ten seconds
+-- plus whatever arrived since) and the difference is the judgments the report does not
+-- include. The ten seconds cover judgment transactions (milliseconds long) that began before
+-- the snapshot and committed after it. Lead actions that change the figures (gold, pause, exclusion) queue a `quality` job in
 -- their transaction; a queued job, or one running that started after `computed_at`, marks the
 -- report stale too.
 create table quality_results (
@@ -17,6 +17,9 @@ create table quality_results (
     summary        jsonb not null,
     split_pairs    jsonb not null,
     gold_failures  jsonb not null,
+    -- Their first 200 rows, for the error dashboard (a large project's lists run to megabytes).
+    split_pairs_head   jsonb not null,
+    gold_failures_head jsonb not null,
     -- Each rater's day series, by rater id.
     rater_days     jsonb not null,
     -- Judgment rows the report covers (repeats included).

@@ -85,14 +85,14 @@ pub async fn snapshot(pool: &PgPool, project_id: Uuid) -> sqlx::Result<Snapshot>
     })
 }
 
-/// The snapshot's time, its judgment count, the horizon a minute before its newest judgment
+/// The snapshot's time, its judgment count, the horizon ten seconds before its newest judgment
 /// and how many judgments are newer than the horizon.
 async fn coverage(
     conn: &mut PgConnection,
     project_id: Uuid,
 ) -> sqlx::Result<(OffsetDateTime, i64, OffsetDateTime, i64)> {
     sqlx::query_as(
-        "with h as (select coalesce(max(created_at), now()) - interval '1 minute' as horizon
+        "with h as (select coalesce(max(created_at), now()) - interval '10 seconds' as horizon
                     from judgments where project_id = $1)
          select now(), (select count(*) from judgments where project_id = $1), h.horizon,
                 (select count(*) from judgments where project_id = $1 and created_at > h.horizon)
@@ -135,15 +135,18 @@ pub fn compute(mut snapshot: Snapshot) -> Computed {
 /// project can run at once: one running, one queued and claimed by another worker).
 pub async fn save(pool: &PgPool, project_id: Uuid, c: &Computed) -> anyhow::Result<()> {
     let mut summary = c.report.clone();
-    let split_pairs = serde_json::to_value(std::mem::take(&mut summary.split_pairs))?;
-    let gold_failures = serde_json::to_value(std::mem::take(&mut summary.gold_failures))?;
+    let split_pairs = std::mem::take(&mut summary.split_pairs);
+    let gold_failures = std::mem::take(&mut summary.gold_failures);
     let s = &c.snapshot;
     sqlx::query(
         "insert into quality_results (project_id, summary, split_pairs, gold_failures, rater_days,
-             judgments, horizon, covered_recent, computed_at, seconds)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             judgments, horizon, covered_recent, computed_at, seconds, split_pairs_head,
+             gold_failures_head)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          on conflict (project_id) do update set summary = excluded.summary,
              split_pairs = excluded.split_pairs, gold_failures = excluded.gold_failures,
+             split_pairs_head = excluded.split_pairs_head,
+             gold_failures_head = excluded.gold_failures_head,
              rater_days = excluded.rater_days, judgments = excluded.judgments,
              horizon = excluded.horizon, covered_recent = excluded.covered_recent,
              computed_at = excluded.computed_at, seconds = excluded.seconds
@@ -151,14 +154,20 @@ pub async fn save(pool: &PgPool, project_id: Uuid, c: &Computed) -> anyhow::Resu
     )
     .bind(project_id)
     .bind(serde_json::to_value(&summary)?)
-    .bind(split_pairs)
-    .bind(gold_failures)
+    .bind(serde_json::to_value(&split_pairs)?)
+    .bind(serde_json::to_value(&gold_failures)?)
     .bind(serde_json::to_value(&c.days)?)
     .bind(s.judgments)
     .bind(s.horizon)
     .bind(s.covered_recent)
     .bind(s.computed_at)
     .bind(c.seconds)
+    .bind(serde_json::to_value(
+        &split_pairs[..split_pairs.len().min(HEAD)],
+    )?)
+    .bind(serde_json::to_value(
+        &gold_failures[..gold_failures.len().min(HEAD)],
+    )?)
     .execute(pool)
     .await?;
     Ok(())
@@ -336,11 +345,15 @@ async fn plan(pool: &PgPool, project_id: Uuid) -> Result<Plan> {
     })
 }
 
+/// Rows of each long list stored apart for the error dashboard.
+pub const HEAD: usize = 200;
+
 /// How much of the two long lists (split pairs, gold failures) to read.
 #[derive(Debug, Clone, Copy)]
 pub enum Lists {
     None,
-    First(usize),
+    /// The first `HEAD` rows.
+    Head,
     All,
 }
 
@@ -355,21 +368,21 @@ pub async fn report(
         Plan::Live(f) => Ok((Some(report::report(pool, project_id).await?), f)),
         Plan::Computing(f) => Ok((None, f)),
         Plan::Stored(f) => {
-            let n: i64 = match lists {
-                Lists::None => 0,
-                Lists::First(n) => n as i64,
-                Lists::All => -1,
+            let which = match lists {
+                Lists::None => "none",
+                Lists::Head => "head",
+                Lists::All => "all",
             };
             let (summary, split, gold): (Value, Value, Value) = sqlx::query_as(
                 "select summary,
-                        case when $2 < 0 then split_pairs when $2 = 0 then '[]'
-                             else jsonb_path_query_array(split_pairs, ('$[0 to ' || $2 - 1 || ']')::jsonpath) end,
-                        case when $2 < 0 then gold_failures when $2 = 0 then '[]'
-                             else jsonb_path_query_array(gold_failures, ('$[0 to ' || $2 - 1 || ']')::jsonpath) end
+                        case $2 when 'all' then split_pairs when 'head' then split_pairs_head
+                             else '[]' end,
+                        case $2 when 'all' then gold_failures when 'head' then gold_failures_head
+                             else '[]' end
                  from quality_results where project_id = $1",
             )
             .bind(project_id)
-            .bind(n)
+            .bind(which)
             .fetch_one(pool)
             .await?;
             let mut q: ProjectQuality = parse(summary)?;
@@ -378,6 +391,34 @@ pub async fn report(
             Ok((Some(q), f))
         }
     }
+}
+
+/// The report with its lists in full and its `freshness`, as JSON text (the API's body). A
+/// stored report is composed in SQL, so a large project's megabytes of lists are not parsed
+/// and serialised again per request.
+pub async fn report_json(pool: &PgPool, project_id: Uuid) -> Result<(String, Freshness)> {
+    let (report, f) = match plan(pool, project_id).await? {
+        Plan::Stored(f) => {
+            let text = sqlx::query_scalar(
+                "select (summary || jsonb_build_object('split_pairs', split_pairs,
+                         'gold_failures', gold_failures, 'freshness', $2::jsonb))::text
+                 from quality_results where project_id = $1",
+            )
+            .bind(project_id)
+            .bind(serde_json::to_value(&f).map_err(anyhow::Error::from)?)
+            .fetch_one(pool)
+            .await?;
+            return Ok((text, f));
+        }
+        Plan::Live(f) => (Some(report::report(pool, project_id).await?), f),
+        Plan::Computing(f) => (None, f),
+    };
+    let mut body = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
+    if body.is_null() {
+        body = json!({});
+    }
+    body["freshness"] = serde_json::to_value(&f).map_err(anyhow::Error::from)?;
+    Ok((body.to_string(), f))
 }
 
 /// One rater's row and days as a reader should see them, with the report's freshness.

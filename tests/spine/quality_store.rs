@@ -41,8 +41,8 @@ async fn api(app: &TestApp, lead: &str) -> (StatusCode, Value) {
     (res.status, res.json())
 }
 
-/// Equal JSON, numbers to 1e-9 (Dawid–Skene sums in hash-map order, so its last digits vary
-/// between runs).
+/// Equal JSON, numbers to 1e-9 (a float read back from jsonb through serde_json's default
+/// parser may differ in the last digit).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {

@@ -340,7 +340,7 @@ pub(super) struct ErrorsPage {
 }
 
 /// Lists are cut at this many rows.
-const MAX_ROWS: usize = 200;
+const MAX_ROWS: usize = store::HEAD;
 
 pub(super) async fn errors_page(
     State(state): State<AppState>,
@@ -350,8 +350,7 @@ pub(super) async fn errors_page(
     let access = projects::access(&state.pool, s.user(), &slug)
         .await?
         .require_read()?;
-    let lists = Lists::First(MAX_ROWS);
-    let (q, freshness) = store::report(&state.pool, access.project.id, lists).await?;
+    let (q, freshness) = store::report(&state.pool, access.project.id, Lists::Head).await?;
     let Some(mut q) = q else {
         return Ok(computing(&s, access.project, &freshness));
     };
