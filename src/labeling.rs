@@ -604,6 +604,9 @@ pub async fn submit(
     if training_due {
         crate::jobs::storage::enqueue_training(&mut tx, project_id).await?;
     }
+    // A stored quality report is refreshed after enough new judgments (one
+    // statement; nothing happens until a report has been stored).
+    crate::quality::store::enqueue_if_due(&mut tx, project_id).await?;
     // Durable before the client hears of it: commit waits for the WAL flush.
     tx.commit().await?;
     Ok((stored.judgment, true))

@@ -128,7 +128,7 @@ fn peak_rss_kb() -> Option<u64> {
 
 /// A text project `bench-export` with `judgments / 3` pairs, each judged by three
 /// of `raters` raters, with rationales (some with quotes, commas and newlines).
-async fn seed(pool: &PgPool, judgments: i64, raters: i64) -> anyhow::Result<()> {
+pub async fn seed(pool: &PgPool, judgments: i64, raters: i64) -> anyhow::Result<()> {
     let pairs = (judgments + 2) / 3;
     let project: uuid::Uuid = sqlx::query_scalar(
         "insert into projects (slug, name, media_kind, overlap, train_every, instructions)

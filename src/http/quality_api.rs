@@ -5,7 +5,8 @@
 use axum::{
     Router,
     extract::State,
-    http::StatusCode,
+    http::{StatusCode, header},
+    response::IntoResponse,
     routing::{get, post, put},
 };
 use serde::{Deserialize, Serialize};
@@ -22,8 +23,9 @@ use crate::{
     projects,
     quality::{
         actions::{self, ExclusionPreview, ExclusionResult, QualitySettings},
-        report::{self, ProjectQuality, RaterQuality},
-        series::{self, DayPoint},
+        report::{ProjectQuality, RaterQuality},
+        series::DayPoint,
+        store::{self, Freshness},
     },
 };
 
@@ -78,39 +80,69 @@ async fn access(
     }
 }
 
+/// The report's figures with where they come from and how fresh they are.
+#[derive(Serialize, ToSchema)]
+pub struct QualityReport {
+    /// Absent while a large project's first report is being computed (status 202).
+    #[serde(flatten)]
+    pub report: Option<ProjectQuality>,
+    pub freshness: Freshness,
+}
+
+/// 202 Accepted while the figures are being computed, else 200.
+fn status_of(f: &Freshness) -> StatusCode {
+    match f.source.as_str() {
+        "computing" => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    }
+}
+
 /// The project's quality report: agreement, per-rater figures with flags, rater-pair kappas,
-/// split pairs and gold failures (leads and researchers).
+/// split pairs and gold failures (leads and researchers), and `freshness`: a stored report
+/// says its age and whether judgments or a lead's changes came after it.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/quality",
-    responses((status = 200, body = ProjectQuality), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = QualityReport), (status = 202, body = QualityReport),
+        (status = 403, body = ErrorBody)))]
 async fn quality(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     Path(slug): Path<String>,
-) -> Result<axum::Json<ProjectQuality>> {
+) -> Result<impl IntoResponse> {
     let access = access(&state, &user, &slug, false).await?;
-    Ok(axum::Json(
-        report::report(&state.pool, access.project.id).await?,
-    ))
+    // A `QualityReport`, as text: a stored one is composed in SQL.
+    let (body, freshness) = store::report_json(&state.pool, access.project.id).await?;
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    Ok((status_of(&freshness), json, body))
 }
 
 /// One rater's figures and their day-by-day series.
 #[derive(Serialize, ToSchema)]
 pub struct RaterReport {
     #[serde(flatten)]
-    pub rater: RaterQuality,
+    pub rater: Option<RaterQuality>,
     pub days: Vec<DayPoint>,
+    pub freshness: Freshness,
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/quality/raters/{name}",
-    responses((status = 200, body = RaterReport), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RaterReport), (status = 202, body = RaterReport),
+        (status = 404, body = ErrorBody)))]
 async fn rater_quality(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     Path((slug, name)): Path<(String, String)>,
-) -> Result<axum::Json<RaterReport>> {
+) -> Result<(StatusCode, axum::Json<RaterReport>)> {
     let access = access(&state, &user, &slug, false).await?;
-    let (rater, days) = series::rater(&state.pool, access.project.id, &name).await?;
-    Ok(axum::Json(RaterReport { rater, days }))
+    let (found, freshness) = store::rater(&state.pool, access.project.id, &name).await?;
+    let (rater, days) = found.map_or((None, vec![]), |(r, d)| (Some(r), d));
+    Ok((
+        status_of(&freshness),
+        axum::Json(RaterReport {
+            rater,
+            days,
+            freshness,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/quality/settings",

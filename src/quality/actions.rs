@@ -9,7 +9,10 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::report::{self, Agreement};
+use super::{
+    report::{self, Agreement},
+    store,
+};
 use crate::{
     error::{Error, Result},
     projects::{Access, audit},
@@ -89,6 +92,7 @@ pub async fn set_gold(
     }
     let detail = serde_json::json!({"pair": pair, "gold": answer});
     audit(&mut tx, &access.user, access.project.id, "set_gold", detail).await?;
+    store::enqueue(&mut tx, access.project.id, "set_gold", true).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -126,6 +130,9 @@ pub async fn promote_unanimous(pool: &PgPool, access: &Access, min_answers: i64)
         detail,
     )
     .await?;
+    if done.rows_affected() > 0 {
+        store::enqueue(&mut tx, access.project.id, "promote_gold", true).await?;
+    }
     tx.commit().await?;
     Ok(done.rows_affected())
 }
@@ -164,6 +171,7 @@ pub async fn set_paused(pool: &PgPool, access: &Access, name: &str, paused: bool
         };
         let detail = serde_json::json!({"rater": name});
         audit(&mut tx, &access.user, access.project.id, action, detail).await?;
+        store::enqueue(&mut tx, access.project.id, action, true).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -226,6 +234,7 @@ pub async fn set_excluded(
         };
         let detail = serde_json::json!({"rater": name, "pairs_requeued": pairs});
         audit(&mut tx, &access.user, access.project.id, action, detail).await?;
+        store::enqueue(&mut tx, access.project.id, action, true).await?;
     }
     tx.commit().await?;
     Ok(ExclusionResult {
@@ -252,7 +261,7 @@ pub async fn preview_exclusion(
     name: &str,
 ) -> Result<ExclusionPreview> {
     let rater = member_id(pool, access, name).await?;
-    let (obs, raters) = report::load(pool, access.project.id).await?;
+    let (obs, raters) = report::load(&mut *pool.acquire().await?, access.project.id).await?;
     let mut excluded: HashSet<Uuid> = raters.iter().filter(|r| r.excluded).map(|r| r.id).collect();
     let excluded_now = excluded.contains(&rater);
     let before = report::project_agreement(&obs, &excluded);

@@ -56,7 +56,7 @@ pub(super) fn flags(r: &RaterQuality) -> Vec<Flag> {
     let mut out = vec![];
     if r.gold_accuracy.n >= 3 && r.gold_accuracy.high < 0.8 {
         out.push(Flag {
-            code: "low_gold_accuracy",
+            code: "low_gold_accuracy".into(),
             reason: format!(
                 "gold accuracy {}: below 0.80 with 95% confidence",
                 r.gold_accuracy.describe()
@@ -68,7 +68,7 @@ pub(super) fn flags(r: &RaterQuality) -> Vec<Flag> {
         && (s - 0.5).abs() >= 0.15
     {
         out.push(Flag {
-            code: "position_bias",
+            code: "position_bias".into(),
             reason: format!(
                 "chose the left side {} (binomial test against 0.5: p = {:.2e})",
                 r.position.share.describe(),
@@ -79,7 +79,7 @@ pub(super) fn flags(r: &RaterQuality) -> Vec<Flag> {
     let (fast, early) = (&r.timing.too_fast, &r.timing.before_clip_end);
     if fast.low > 0.2 || early.low > 0.2 {
         out.push(Flag {
-            code: "too_fast",
+            code: "too_fast".into(),
             reason: format!(
                 "answers under {} ms: {}; before the clips ended: {}",
                 r.timing.floor_ms,
@@ -90,7 +90,7 @@ pub(super) fn flags(r: &RaterQuality) -> Vec<Flag> {
     }
     if r.majority_agreement.n >= 5 && r.majority_agreement.high < 0.6 {
         out.push(Flag {
-            code: "low_agreement",
+            code: "low_agreement".into(),
             reason: format!(
                 "agreement with the other raters' majority {}: below 0.60 with 95% confidence",
                 r.majority_agreement.describe()

@@ -2,7 +2,7 @@
 //! the question is "different from a reference level?", an exact or normal-approximation test.
 //! Pure functions; the report module gathers their inputs from the database.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::stats::{binomial_test_half, wilson_interval};
@@ -11,7 +11,7 @@ use super::stats::{binomial_test_half, wilson_interval};
 pub const Z95: f64 = 1.959_963_984_540_054;
 
 /// `k` out of `n`, with the 95% Wilson score interval. `share` is None when `n` is 0.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Proportion {
     pub k: usize,
     pub n: usize,
@@ -45,7 +45,7 @@ impl Proportion {
 }
 
 /// A share tested against a reference level (two-sided p-value).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Tested {
     #[serde(flatten)]
     pub share: Proportion,
@@ -124,7 +124,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// Answer times: the median and the share faster than a floor (judgments without a recorded
 /// time left out), and the share answered before the clips had played once (clip judgments
 /// that recorded it).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Timing {
     pub median_ms: Option<f64>,
     pub floor_ms: i32,
@@ -150,7 +150,7 @@ pub fn timing(durations: &[Option<i32>], before_end: &[Option<bool>], floor_ms: 
 
 /// A change between an earlier and a later set of judgments (of a session, or of the days a
 /// rater worked), tested with the pooled two-proportion z test.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Drift {
     pub early: Proportion,
     pub late: Proportion,

@@ -1,7 +1,7 @@
 //! The figures of a quality report, as the pages and the JSON API show them, and the
 //! judgment and rater rows the report is computed from.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -42,7 +42,7 @@ pub struct RaterInfo {
 }
 
 /// Inter-rater agreement over pairs with at least two answers (a, b or tie).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Agreement {
     /// Pairs with two or more answers.
     pub pairs: usize,
@@ -52,15 +52,15 @@ pub struct Agreement {
 }
 
 /// Why a rater is flagged.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Flag {
     /// low_gold_accuracy, position_bias, too_fast, low_agreement
-    pub code: &'static str,
+    pub code: String,
     pub reason: String,
 }
 
 /// One rater's figures.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RaterQuality {
     pub id: Uuid,
     pub name: String,
@@ -90,7 +90,7 @@ pub struct RaterQuality {
 }
 
 /// Cohen's kappa of two raters over the pairs both answered.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PairAgreement {
     pub a: String,
     pub b: String,
@@ -100,7 +100,7 @@ pub struct PairAgreement {
 }
 
 /// A pair's answers when raters split.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SplitPair {
     pub pair: Uuid,
     pub a: usize,
@@ -109,7 +109,7 @@ pub struct SplitPair {
 }
 
 /// A wrong answer to a gold pair.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GoldFailure {
     pub pair: Uuid,
     pub assignment: Uuid,
@@ -119,7 +119,7 @@ pub struct GoldFailure {
 }
 
 /// Everything the quality pages and `GET /quality` show.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectQuality {
     pub judgments: usize,
     pub agreement: Agreement,

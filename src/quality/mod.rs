@@ -10,4 +10,5 @@ pub mod model_check;
 pub mod report;
 pub mod series;
 pub mod stats;
+pub mod store;
 pub mod weights;

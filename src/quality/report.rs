@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -343,7 +343,10 @@ pub fn analyse(obs: &[Obs], raters: &[RaterInfo], excluded: &HashSet<Uuid>) -> P
 }
 
 /// A project's judgments in time order, with pair and rollout facts, and its raters.
-pub async fn load(pool: &PgPool, project_id: Uuid) -> sqlx::Result<(Vec<Obs>, Vec<RaterInfo>)> {
+pub async fn load(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+) -> sqlx::Result<(Vec<Obs>, Vec<RaterInfo>)> {
     let obs = sqlx::query_as(
         "select j.assignment_id as assignment, a.repeat_of, j.rater_id as rater,
                 j.comparison_id as pair, j.choice, j.displayed_choice as displayed, j.kind,
@@ -358,7 +361,7 @@ pub async fn load(pool: &PgPool, project_id: Uuid) -> sqlx::Result<(Vec<Obs>, Ve
          order by j.created_at, j.id",
     )
     .bind(project_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let raters = sqlx::query_as(
         "select u.id, u.name, m.excluded_at is not null as excluded, m.paused_at is not null as paused
@@ -369,14 +372,14 @@ pub async fn load(pool: &PgPool, project_id: Uuid) -> sqlx::Result<(Vec<Obs>, Ve
            and not exists (select 1 from project_members m where m.user_id = u.id and m.project_id = $1)",
     )
     .bind(project_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     Ok((obs, raters))
 }
 
 /// The report as the pages and the API show it now.
 pub async fn report(pool: &PgPool, project_id: Uuid) -> sqlx::Result<ProjectQuality> {
-    let (obs, raters) = load(pool, project_id).await?;
+    let (obs, raters) = load(&mut *pool.acquire().await?, project_id).await?;
     let excluded = raters.iter().filter(|r| r.excluded).map(|r| r.id).collect();
     Ok(analyse(&obs, &raters, &excluded))
 }

@@ -1,6 +1,8 @@
 //! A rater's figures day by day, for the rater page's chart and the per-rater API.
 
-use serde::Serialize;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use time::Date;
 use utoipa::ToSchema;
@@ -13,7 +15,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// One day of a rater's first answers.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DayPoint {
     pub day: Date,
     pub judgments: usize,
@@ -27,23 +29,38 @@ pub struct DayPoint {
 /// A judgment as the day series reads it: day, agreement with the majority, side pressed, time.
 type Answer<'a> = (Date, Option<bool>, &'a str, Option<i32>);
 
-/// Day-by-day figures of one rater, from the project's judgments in time order.
-pub fn days(obs: &[Obs], rater: Uuid) -> Vec<DayPoint> {
+/// Day-by-day figures of every rater, from the project's judgments in time order: the
+/// leave-one-out flags once for all raters, then one pass grouped by rater.
+pub fn all_days(obs: &[Obs]) -> HashMap<Uuid, Vec<DayPoint>> {
     let idx = Index::new(obs);
     let flags = loo_flags(&idx.ratings(obs, |_| true));
-    let mut out: Vec<DayPoint> = vec![];
-    let mut acc: Vec<Answer> = vec![];
-    for o in obs
-        .iter()
-        .filter(|o| o.rater == rater && o.kind != "repeat")
-    {
+    let mut by_rater = HashMap::<Uuid, Vec<Answer>>::new();
+    for o in obs.iter().filter(|o| o.kind != "repeat") {
         let agrees = category(&o.choice).and_then(|_| {
             flags
-                .get(&(idx.pairs[&o.pair], idx.raters[&rater]))
+                .get(&(idx.pairs[&o.pair], idx.raters[&o.rater]))
                 .copied()
         });
-        acc.push((o.at.date(), agrees, &o.displayed, o.duration_ms));
+        by_rater.entry(o.rater).or_default().push((
+            o.at.date(),
+            agrees,
+            &o.displayed,
+            o.duration_ms,
+        ));
     }
+    by_rater
+        .into_iter()
+        .map(|(rater, acc)| (rater, points(&acc)))
+        .collect()
+}
+
+/// Day-by-day figures of one rater, from the project's judgments in time order.
+pub fn days(obs: &[Obs], rater: Uuid) -> Vec<DayPoint> {
+    all_days(obs).remove(&rater).unwrap_or_default()
+}
+
+fn points(acc: &[Answer]) -> Vec<DayPoint> {
+    let mut out: Vec<DayPoint> = vec![];
     for chunk in acc.chunk_by(|a, b| a.0 == b.0) {
         let count = |f: &dyn Fn(&Answer) -> Option<bool>| {
             let v: Vec<bool> = chunk.iter().filter_map(f).collect();
@@ -71,7 +88,7 @@ pub async fn rater(
     project_id: Uuid,
     name: &str,
 ) -> Result<(RaterQuality, Vec<DayPoint>)> {
-    let (obs, raters) = report::load(pool, project_id).await?;
+    let (obs, raters) = report::load(&mut *pool.acquire().await?, project_id).await?;
     let excluded = raters.iter().filter(|r| r.excluded).map(|r| r.id).collect();
     let report = report::analyse(&obs, &raters, &excluded);
     let row = report

@@ -6,7 +6,7 @@
 //! Functions taking `n_categories` return `None` when a category is out of range, because
 //! silently dropping such ratings would bias the statistic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A rater's answer to one item (pair), as a category index (e.g. 0 = a, 1 = b, 2 = tie).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -307,49 +307,64 @@ pub fn dawid_skene(
         return None;
     }
     let t = table(ratings);
-    let mut post: Vec<Vec<f64>> = t
+    // Dense form for the EM loop: raters in id order get slots, each item's answers are
+    // (slot, answer) runs between offsets, posteriors and confusion are flat arrays, and the
+    // E-step reads logs of the confusion taken once per iteration (raters × k² of them, not
+    // one per answer and class).
+    let raters: Vec<usize> = t
         .values()
-        .map(|a| {
-            counts(a, k)
-                .iter()
-                .map(|&c| c as f64 / a.len() as f64)
-                .collect()
-        })
+        .flat_map(|a| a.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
+    let slot: HashMap<usize, usize> = raters.iter().enumerate().map(|(s, &r)| (r, s)).collect();
+    let mut answers: Vec<(usize, usize)> = Vec::with_capacity(ratings.len());
+    let mut ends = Vec::with_capacity(t.len());
+    let mut post: Vec<f64> = Vec::with_capacity(t.len() * k);
+    for a in t.values() {
+        answers.extend(a.iter().map(|(r, &l)| (slot[r], l)));
+        ends.push(answers.len());
+        post.extend(counts(a, k).iter().map(|&c| c as f64 / a.len() as f64));
+    }
+    let items = || {
+        ends.iter()
+            .scan(0, |start, &end| {
+                let run = &answers[*start..end];
+                *start = end;
+                Some(run)
+            })
+            .enumerate()
+    };
+    let at = |s: usize, c: usize, l: usize| (s * k + c) * k + l;
     let (mut log_likelihood, mut iterations) = (f64::NEG_INFINITY, 0);
     let (priors, confusion) = loop {
         // M-step: expected counts under the current posteriors, plus the pseudo-count.
-        let mut priors: Vec<f64> = (0..k)
-            .map(|c| post.iter().map(|p| p[c]).sum::<f64>() + PSEUDO_COUNT)
-            .collect();
-        normalise(&mut priors);
-        let mut confusion = BTreeMap::new();
-        for (answers, p) in t.values().zip(&post) {
-            for (&rater, &l) in answers {
-                let m = confusion
-                    .entry(rater)
-                    .or_insert_with(|| vec![vec![PSEUDO_COUNT; k]; k]);
-                for (row, &pc) in m.iter_mut().zip(p) {
-                    row[l] += pc;
+        let mut priors = vec![PSEUDO_COUNT; k];
+        let mut confusion = vec![PSEUDO_COUNT; raters.len() * k * k];
+        for (i, run) in items() {
+            let p = &post[i * k..(i + 1) * k];
+            for (c, &pc) in p.iter().enumerate() {
+                priors[c] += pc;
+                for &(s, l) in run {
+                    confusion[at(s, c, l)] += pc;
                 }
             }
         }
-        confusion
-            .values_mut()
-            .flatten()
-            .for_each(|row: &mut Vec<f64>| normalise(row));
+        normalise(&mut priors);
+        confusion.chunks_mut(k).for_each(normalise);
+        let log_conf: Vec<f64> = confusion.iter().map(|x| x.ln()).collect();
+        let log_priors: Vec<f64> = priors.iter().map(|x| x.ln()).collect();
         // E-step, in log space: many raters on an item would underflow plain products.
         let mut ll = 0.0;
-        for (answers, p) in t.values().zip(post.iter_mut()) {
-            let logs: Vec<f64> = (0..k)
-                .map(|c| {
-                    let own: f64 = answers.iter().map(|(r, &l)| confusion[r][c][l].ln()).sum();
-                    priors[c].ln() + own
-                })
-                .collect();
+        let mut logs = vec![0.0; k];
+        for (i, run) in items() {
+            for (c, x) in logs.iter_mut().enumerate() {
+                *x = log_priors[c] + run.iter().map(|&(s, l)| log_conf[at(s, c, l)]).sum::<f64>();
+            }
             let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let lse = max + logs.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-            p.iter_mut()
+            post[i * k..(i + 1) * k]
+                .iter_mut()
                 .zip(&logs)
                 .for_each(|(pc, x)| *pc = (x - lse).exp());
             ll += lse;
@@ -361,11 +376,28 @@ pub fn dawid_skene(
             break (priors, confusion);
         }
     };
+    let confusion: BTreeMap<usize, Vec<Vec<f64>>> = raters
+        .iter()
+        .enumerate()
+        .map(|(s, &r)| {
+            (
+                r,
+                confusion[s * k * k..(s + 1) * k * k]
+                    .chunks(k)
+                    .map(<[f64]>::to_vec)
+                    .collect(),
+            )
+        })
+        .collect();
     let rater_accuracy = confusion
         .iter()
         .map(|(&r, m)| (r, (0..k).map(|c| priors[c] * m[c][c]).sum()))
         .collect();
-    let posteriors = t.keys().copied().zip(post).collect();
+    let posteriors = t
+        .keys()
+        .copied()
+        .zip(post.chunks(k).map(<[f64]>::to_vec))
+        .collect();
     Some(DawidSkene {
         priors,
         confusion,

@@ -15,6 +15,7 @@ mod jobs;
 mod leaderboard;
 mod pages;
 mod quality;
+mod quality_store;
 mod rater;
 mod reward;
 mod roles;

@@ -326,7 +326,7 @@ async fn exclusion_is_previewed_audited_requeues_and_reverses() {
 }
 
 /// A browser session for a user, straight from the session table: (cookie, csrf).
-async fn session(app: &TestApp, name: &str) -> (String, String) {
+pub(crate) async fn session(app: &TestApp, name: &str) -> (String, String) {
     let user: Uuid = sqlx::query_scalar("select id from users where name = $1")
         .bind(name)
         .fetch_one(&app.pool)
@@ -345,7 +345,7 @@ async fn session(app: &TestApp, name: &str) -> (String, String) {
     (format!("backflip_session={id}"), csrf)
 }
 
-async fn page(app: &TestApp, cookie: &str, uri: &str) -> Res {
+pub(crate) async fn page(app: &TestApp, cookie: &str, uri: &str) -> Res {
     app.send(
         Request::get(uri)
             .header(header::COOKIE, cookie)

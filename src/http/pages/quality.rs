@@ -13,7 +13,44 @@ use crate::quality::{
     model_check::{self, ModelDisagreement},
     report::{self, Flag, GoldFailure, ProjectQuality, RaterQuality, SplitPair},
     series::{self, Recent},
+    store::{self, Freshness, Lists},
 };
+
+/// A page's line on where its figures come from and how fresh they are.
+pub(super) struct FreshnessLine {
+    text: String,
+    stale: bool,
+}
+
+impl From<&Freshness> for FreshnessLine {
+    fn from(f: &Freshness) -> Self {
+        FreshnessLine {
+            text: f.describe(),
+            stale: f.stale,
+        }
+    }
+}
+
+/// Shown instead of a quality page while a large project's first report is computed.
+#[derive(Template, WebTemplate)]
+#[template(path = "quality_computing.html")]
+pub(super) struct ComputingPage {
+    user: Option<String>,
+    csrf: String,
+    project: Project,
+    freshness: FreshnessLine,
+}
+
+fn computing(s: &PageSession, project: Project, f: &Freshness) -> Response {
+    let c = chrome(s);
+    ComputingPage {
+        user: c.user,
+        csrf: c.csrf,
+        project,
+        freshness: f.into(),
+    }
+    .into_response()
+}
 
 fn num(x: Option<f64>, digits: usize) -> String {
     x.filter(|x| x.is_finite())
@@ -110,17 +147,21 @@ pub(super) struct QualityPage {
     settings: QualitySettings,
     summary: Vec<(&'static str, String)>,
     fast_ms: i32,
+    freshness: FreshnessLine,
 }
 
 pub(super) async fn quality_page(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
-) -> PageResult<QualityPage> {
+) -> PageResult {
     let access = projects::access(&state.pool, s.user(), &slug)
         .await?
         .require_read()?;
-    let q = report::report(&state.pool, access.project.id).await?;
+    let (q, freshness) = store::report(&state.pool, access.project.id, Lists::None).await?;
+    let Some(q) = q else {
+        return Ok(computing(&s, access.project, &freshness));
+    };
     let settings = actions::settings(&state.pool, access.project.id).await?;
     let names: Vec<String> = q.raters.iter().map(|r| r.name.clone()).collect();
     let at: HashMap<&str, usize> = names
@@ -184,7 +225,9 @@ pub(super) async fn quality_page(
         settings,
         summary,
         fast_ms: report::FAST_MS,
-    })
+        freshness: (&freshness).into(),
+    }
+    .into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -199,6 +242,7 @@ pub(super) struct RaterPage {
     chart: Option<String>,
     recent: Vec<Recent>,
     preview: Option<ExclusionPreview>,
+    freshness: FreshnessLine,
 }
 
 fn drift_text(d: &crate::quality::detectors::Drift) -> String {
@@ -214,12 +258,17 @@ pub(super) async fn rater_page(
     State(state): State<AppState>,
     s: PageSession,
     Path((slug, name)): Path<(String, String)>,
-) -> PageResult<RaterPage> {
+) -> PageResult {
     let access = projects::access(&state.pool, s.user(), &slug)
         .await?
         .require_read()?;
-    let (r, days) = series::rater(&state.pool, access.project.id, &name).await?;
-    let preview = match access.can_manage() {
+    let (found, freshness) = store::rater(&state.pool, access.project.id, &name).await?;
+    let Some((r, days)) = found else {
+        return Ok(computing(&s, access.project, &freshness));
+    };
+    // The preview recomputes project agreement twice over every judgment: on the page only
+    // where the report itself is computed per request (the API still answers it on demand).
+    let preview = match access.can_manage() && freshness.source == "live" {
         true => Some(actions::preview_exclusion(&state.pool, &access, &name).await?),
         false => None,
     };
@@ -271,7 +320,9 @@ pub(super) async fn rater_page(
         figures,
         recent,
         preview,
-    })
+        freshness: (&freshness).into(),
+    }
+    .into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -285,20 +336,24 @@ pub(super) struct ErrorsPage {
     /// None: the project has no reward model yet.
     model: Option<Vec<(ModelDisagreement, String)>>,
     confident: f64,
+    freshness: FreshnessLine,
 }
 
 /// Lists are cut at this many rows.
-const MAX_ROWS: usize = 200;
+const MAX_ROWS: usize = store::HEAD;
 
 pub(super) async fn errors_page(
     State(state): State<AppState>,
     s: PageSession,
     Path(slug): Path<String>,
-) -> PageResult<ErrorsPage> {
+) -> PageResult {
     let access = projects::access(&state.pool, s.user(), &slug)
         .await?
         .require_read()?;
-    let mut q = report::report(&state.pool, access.project.id).await?;
+    let (q, freshness) = store::report(&state.pool, access.project.id, Lists::Head).await?;
+    let Some(mut q) = q else {
+        return Ok(computing(&s, access.project, &freshness));
+    };
     let model =
         model_check::disagreements(&state.pool, &state.clips, &state.models, &access.project)
             .await?
@@ -322,7 +377,9 @@ pub(super) async fn errors_page(
         split_pairs: q.split_pairs,
         model,
         confident: model_check::CONFIDENT,
-    })
+        freshness: (&freshness).into(),
+    }
+    .into_response())
 }
 
 #[derive(Template, WebTemplate)]
