@@ -91,8 +91,8 @@ pub enum Command {
     /// Formats: raw-jsonl (one row per judgment: pair, both rollouts, canonical choice,
     /// side shown, strength, rationale, flags, timings, rater), csv (the same columns),
     /// preferences-jsonl and preferences-parquet (one row per pair: prompt, chosen,
-    /// rejected, votes, agreement, margin; majority vote, ties and splits left out
-    /// unless kept), bundle (GIF projects: a tar of preferences.jsonl and the clips it
+    /// rejected, votes, agreement, margin; majority vote, or reliability-weighted with
+    /// --aggregation reliability; ties and splits left out unless kept), bundle (GIF projects: a tar of preferences.jsonl and the clips it
     /// references). Columns: README, "Export formats".
     ///
     /// Output: with --out DIR (an existing folder, or a path ending in /) the files

@@ -27,6 +27,14 @@ pub struct ExportBenchOpts {
     /// Reuse a database kept by an earlier --keep run instead of seeding.
     #[arg(long)]
     pub reuse: bool,
+    /// Formats to time (repeat or comma-separate); default: raw-jsonl, csv,
+    /// preferences-jsonl, preferences-parquet.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub format: Vec<export::Format>,
+    /// Also time preferences-jsonl with reliability-weighted aggregation (fits the
+    /// rater model first; its time is part of the stream's).
+    #[arg(long)]
+    pub reliability: bool,
 }
 
 const BENCH_DB: &str = "backflip_bench_export";
@@ -67,14 +75,29 @@ async fn bench(url: &str, opts: &ExportBenchOpts) -> anyhow::Result<()> {
         "{:<20} {:>9} {:>9} {:>10} {:>9} {:>9} {:>12}",
         "format", "rows", "stream s", "rows/s", "card s", "MB", "peak RSS MB"
     );
-    for format in [
-        export::Format::RawJsonl,
-        export::Format::Csv,
-        export::Format::PreferencesJsonl,
-        export::Format::PreferencesParquet,
-    ] {
+    let mut runs: Vec<(export::Format, export::Aggregation)> = if opts.format.is_empty() {
+        vec![
+            export::Format::RawJsonl,
+            export::Format::Csv,
+            export::Format::PreferencesJsonl,
+            export::Format::PreferencesParquet,
+        ]
+    } else {
+        opts.format.clone()
+    }
+    .into_iter()
+    .map(|f| (f, export::Aggregation::Majority))
+    .collect();
+    if opts.reliability {
+        runs.push((
+            export::Format::PreferencesJsonl,
+            export::Aggregation::Reliability,
+        ));
+    }
+    for (format, aggregation) in runs {
         let args = export::ExportArgs {
             format,
+            aggregation,
             ..Default::default()
         };
         let plan = Arc::new(export::plan(&pool, project.clone(), args, true).await?);
@@ -99,9 +122,13 @@ async fn bench(url: &str, opts: &ExportBenchOpts) -> anyhow::Result<()> {
         let started = Instant::now();
         export::card::stats(&pool, &plan).await?;
         let card_secs = started.elapsed().as_secs_f64();
+        let name = match aggregation {
+            export::Aggregation::Majority => format.as_str().to_owned(),
+            export::Aggregation::Reliability => format!("{}+rel", format.as_str()),
+        };
         println!(
             "{:<20} {:>9} {:>9.2} {:>10.0} {:>9.2} {:>9.1} {:>12.1}",
-            format.as_str(),
+            name,
             summary.rows,
             stream_secs,
             summary.rows as f64 / stream_secs,

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
-use super::{Plan, rows, stream::Summary};
+use super::{Plan, rows, stream::Summary, weights::AggregationInfo};
 use crate::quality::stats::{self, Rating};
 
 /// Agreement statistics are computed on at most this many judgments (the
@@ -16,7 +16,7 @@ use crate::quality::stats::{self, Rating};
 pub const STATS_SAMPLE: i64 = 200_000;
 
 /// Counts and agreement of the judgments the filters keep.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CardStats {
     pub judgments: i64,
     pub pairs: i64,
@@ -87,7 +87,7 @@ pub async fn stats(pool: &PgPool, plan: &Plan) -> sqlx::Result<CardStats> {
 }
 
 /// One file of an export.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FileEntry {
     pub path: String,
     pub bytes: u64,
@@ -95,15 +95,27 @@ pub struct FileEntry {
 }
 
 /// `manifest.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Manifest {
+    #[schema(value_type = String)]
     pub backflip_version: &'static str,
+    /// RFC 3339.
     pub created_at: String,
     pub project: String,
+    #[schema(value_type = String)]
     pub format: &'static str,
+    /// The filters as applied (dates resolved, defaults filled in).
+    #[schema(value_type = Object)]
     pub filters: serde_json::Value,
+    /// Data rows written (judgments or pairs).
     pub rows: u64,
+    /// Preference pairs left out, by reason.
+    #[schema(value_type = Object)]
     pub dropped: serde_json::Value,
+    /// Preference formats: the aggregation method and, for reliability, the
+    /// weights' source and every rater's weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<AggregationInfo>,
     pub stats: CardStats,
     /// The data file, the card, and (bundles) the clips, with their sha256.
     pub files: Vec<FileEntry>,
@@ -121,6 +133,7 @@ impl Manifest {
             filters: plan.filters_json(),
             rows: summary.rows,
             dropped: serde_json::to_value(&summary.dropped).unwrap_or_default(),
+            aggregation: summary.aggregation.clone(),
             stats: stats.clone(),
             files,
         }
@@ -148,13 +161,38 @@ pub fn readme(plan: &Plan, summary: &Summary, s: &CardStats, data_file: &str) ->
     );
     out += "## Contents\n\n";
     if f.is_preferences() {
+        let reliability = summary
+            .aggregation
+            .as_ref()
+            .filter(|a| a.method == "reliability");
         out += &format!(
             "{} preference rows (one per pair: `prompt`, `chosen`, `rejected`, votes, \
-             `agreement`, `margin`; aggregation: majority vote).\n",
-            summary.rows
+             `agreement`, `margin`; aggregation: {}).\n",
+            summary.rows,
+            if reliability.is_some() {
+                "reliability-weighted vote, `aggregation` = `reliability`"
+            } else {
+                "majority vote, `aggregation` = `majority`"
+            }
         );
         for (why, n) in &summary.dropped {
             out += &format!("- left out: {n} pair(s), {why:?}\n");
+        }
+        if let Some(a) = reliability {
+            out += &format!(
+                "\n### Rater weights\n\nEach vote counts its rater's weight; `agreement` and `margin` \
+                 are shares of the vote weight, the `votes_*` columns stay counts. Weights: {}.\n\n\
+                 | rater | reliability | weight |\n|---|---|---|\n",
+                a.weights_source.as_deref().unwrap_or("")
+            );
+            for r in &a.raters {
+                out += &format!(
+                    "| {} | {} | {:.3} |\n",
+                    r.rater,
+                    num(r.reliability),
+                    r.weight
+                );
+            }
         }
     } else {
         out += &format!("{} judgments, one row each.\n", summary.rows);

@@ -112,6 +112,33 @@ fn entry_for(name: &str, bytes: &[u8]) -> FileEntry {
     }
 }
 
+/// The manifest and dataset card of `plan`'s export without keeping its data: the
+/// export runs once more into a sha256 (the API's `export/manifest` and
+/// `export/card`). The data file's entry matches a download of the same request
+/// as long as no judgment in the filters' range was added in between (pin `until`).
+pub async fn describe(pool: &PgPool, plan: Arc<Plan>) -> anyhow::Result<(Manifest, String)> {
+    let stats = card::stats(pool, &plan).await?;
+    let (mut chunks, summary) = stream::start(pool.clone(), plan.clone());
+    let (mut hash, mut bytes) = (Sha256::new(), 0u64);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        hash.update(&chunk);
+        bytes += chunk.len() as u64;
+    }
+    let summary = summary.await.context("the export task died")??;
+    let data_file = plan.args.format.file_name();
+    let readme = card::readme(&plan, &summary, &stats, data_file);
+    let files = vec![
+        FileEntry {
+            path: data_file.to_owned(),
+            bytes,
+            sha256: hex::encode(hash.finalize()),
+        },
+        entry_for("README.md", readme.as_bytes()),
+    ];
+    Ok((Manifest::new(&plan, &summary, &stats, files), readme))
+}
+
 /// Stream `plan`'s data into `path` (via `path.partial`); `progress` gets bytes written so far.
 async fn data_file(
     pool: &PgPool,

@@ -43,8 +43,10 @@ pub mod card;
 pub mod files;
 pub mod job;
 pub mod parquet;
+pub mod raw;
 pub mod rows;
 pub mod stream;
+pub mod weights;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -66,7 +68,7 @@ pub enum Format {
     #[default]
     RawJsonl,
     /// One JSON object a line per pair: prompt, chosen, rejected, votes,
-    /// agreement, margin, aggregation "majority".
+    /// agreement, margin, aggregation ("majority" or "reliability").
     PreferencesJsonl,
     /// The preference rows as a Parquet file (Snappy pages, one row group per 16,384 rows).
     PreferencesParquet,
@@ -118,6 +120,27 @@ impl Format {
     }
 }
 
+/// How a pair's votes become one preference (preference formats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    /// Every vote counts 1.
+    #[default]
+    Majority,
+    /// Every vote counts its rater's reliability weight: the project's Dawid–Skene
+    /// estimate, rescaled as reliability-weighted training uses it (`quality::weights`).
+    Reliability,
+}
+
+impl Aggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Majority => "majority",
+            Aggregation::Reliability => "reliability",
+        }
+    }
+}
+
 /// What to export: the format and the filters. The same struct is the CLI's
 /// flags, the API's query string and the page's form; lists are comma-separated
 /// in query strings.
@@ -126,7 +149,7 @@ impl Format {
 #[into_params(parameter_in = Query)]
 pub struct ExportArgs {
     /// raw-jsonl: one row per judgment; preferences-jsonl / preferences-parquet:
-    /// one row per pair (majority); csv: judgments as CSV; bundle: tar of
+    /// one row per pair (see aggregation); csv: judgments as CSV; bundle: tar of
     /// preferences.jsonl + the GIF clips it references.
     #[arg(long, value_enum, default_value = "raw-jsonl")]
     #[param(value_type = String, example = "preferences-jsonl")]
@@ -155,14 +178,21 @@ pub struct ExportArgs {
     /// Keep gold (known-answer) pairs (left out by default).
     #[arg(long)]
     pub include_gold: bool,
+    /// Preferences: how votes are combined. majority: one vote each; reliability: each
+    /// vote weighs its rater's reliability weight (Dawid–Skene over the project's
+    /// judgments, as reliability-weighted training uses; listed in the manifest).
+    #[arg(long, value_enum, default_value = "majority")]
+    #[param(value_type = Option<String>, example = "reliability")]
+    pub aggregation: Aggregation,
     /// Preferences: only pairs with at least this many votes (a, b or tie; can't-tell
     /// does not count). Default 1.
     #[arg(long)]
     #[param(value_type = Option<u32>)]
     #[serde(deserialize_with = "empty_is_none_parse")]
     pub min_votes: Option<u32>,
-    /// Preferences: only pairs whose majority answer has at least this share of the
-    /// votes (0 to 1; e.g. 0.66 keeps 2-of-3 majorities and better).
+    /// Preferences: only pairs whose winning answer has at least this share of the
+    /// votes (0 to 1; e.g. 0.66 keeps 2-of-3 majorities and better; with
+    /// reliability aggregation, the share of the vote weight).
     #[arg(long)]
     #[param(value_type = Option<f64>)]
     #[serde(deserialize_with = "empty_is_none_parse")]
@@ -301,13 +331,14 @@ pub async fn plan(
     if !(0.0..=1.0).contains(&min_agreement) {
         return Err(bad("min_agreement must be between 0 and 1"));
     }
-    let preference_only = args.min_votes.is_some()
+    let preference_only = args.aggregation != Aggregation::Majority
+        || args.min_votes.is_some()
         || args.min_agreement.is_some()
         || args.keep_ties
         || args.keep_splits;
     if preference_only && !args.format.is_preferences() {
         return Err(bad(
-            "min_votes, min_agreement, keep_ties and keep_splits apply to preference formats only",
+            "aggregation, min_votes, min_agreement, keep_ties and keep_splits apply to preference formats only",
         ));
     }
     let salt: Uuid = sqlx::query_scalar("select pseudonym_salt from projects where id = $1")
@@ -367,7 +398,7 @@ impl Plan {
     /// The filters as the manifest records them.
     pub fn filters_json(&self) -> serde_json::Value {
         let a = &self.args;
-        serde_json::json!({
+        let mut filters = serde_json::json!({
             "since": self.since.and_then(|t| t.format(&Rfc3339).ok()),
             "until": self.until.and_then(|t| t.format(&Rfc3339).ok()),
             "raters": a.rater,
@@ -380,6 +411,10 @@ impl Plan {
             "keep_ties": a.keep_ties,
             "keep_splits": a.keep_splits,
             "identities": if a.real_identities { "real" } else { "pseudonymous" },
-        })
+        });
+        if a.format.is_preferences() {
+            filters["aggregation"] = a.aggregation.as_str().into();
+        }
+        filters
     }
 }

@@ -1,4 +1,5 @@
-//! The rows of each format, the SQL that reads them, and majority aggregation.
+//! The rows of each format, the SQL that reads them, and vote aggregation
+//! (majority or reliability-weighted).
 //!
 //! The queries share one filter clause (`judgment_filters!` in `mod.rs`).
 
@@ -103,27 +104,46 @@ pub struct PairVotes {
     pub cant_tell: i32,
     pub raters: i32,
     pub gold: bool,
+    /// Each judgment's rater and canonical answer (PAIRS_VOTERS_SQL only).
+    #[sqlx(default)]
+    pub voters: Vec<Uuid>,
+    #[sqlx(default)]
+    pub choices: Vec<String>,
 }
 
 /// Pairs in import order with their vote counts: the same ordered walk as the
 /// raw rows, grouped as it goes (a group aggregate over presorted input, no
 /// hash table of all pairs). A rater judges a pair at most once (the
-/// assignments' unique index), so `raters` is the judgment count.
-pub const PAIRS_SQL: &str = concat!(
-    "select c.id as pair_id, c.external_id, c.prompt,
-        ra.id as a_id, coalesce(ra.body, 'clips/' || ra.clip_sha256 || '.gif') as a_content, ra.policy as a_policy,
-        rb.id as b_id, coalesce(rb.body, 'clips/' || rb.clip_sha256 || '.gif') as b_content, rb.policy as b_policy,
-        (count(*) filter (where j.choice = 'a'))::int as a,
-        (count(*) filter (where j.choice = 'b'))::int as b,
-        (count(*) filter (where j.choice = 'tie'))::int as tie,
-        (count(*) filter (where j.choice = 'cant_tell'))::int as cant_tell,
-        count(*)::int as raters, c.gold is not null as gold",
-    judgment_joins!(),
-    judgment_filters!(),
-    // A rater's swapped repeat of a pair is a consistency check, not a second vote.
-    " and j.kind <> 'repeat'",
-    " group by c.seq, c.id, ra.id, rb.id order by c.seq"
-);
+/// assignments' unique index), so `raters` is the judgment count. `$extra`:
+/// more aggregate columns.
+macro_rules! pairs_sql {
+    ($extra:literal) => {
+        concat!(
+            "select c.id as pair_id, c.external_id, c.prompt,
+                ra.id as a_id, coalesce(ra.body, 'clips/' || ra.clip_sha256 || '.gif') as a_content, ra.policy as a_policy,
+                rb.id as b_id, coalesce(rb.body, 'clips/' || rb.clip_sha256 || '.gif') as b_content, rb.policy as b_policy,
+                (count(*) filter (where j.choice = 'a'))::int as a,
+                (count(*) filter (where j.choice = 'b'))::int as b,
+                (count(*) filter (where j.choice = 'tie'))::int as tie,
+                (count(*) filter (where j.choice = 'cant_tell'))::int as cant_tell,
+                count(*)::int as raters, c.gold is not null as gold",
+            $extra,
+            judgment_joins!(),
+            judgment_filters!(),
+            // A rater's swapped repeat of a pair is a consistency check, not a second vote.
+            " and j.kind <> 'repeat'",
+            " group by c.seq, c.id, ra.id, rb.id order by c.seq"
+        )
+    };
+}
+
+/// Pairs with vote counts (majority).
+pub const PAIRS_SQL: &str = pairs_sql!("");
+
+/// Pairs with vote counts and who voted what (reliability-weighted): a pair's few
+/// raters and answers as two arrays.
+pub const PAIRS_VOTERS_SQL: &str =
+    pairs_sql!(", array_agg(j.rater_id) as voters, array_agg(j.choice) as choices");
 
 /// One pair's aggregated preference (preferences-jsonl, -parquet, bundle).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,6 +160,7 @@ pub struct PrefRow {
     pub rejected_policy: Option<String>,
     /// a or b (which stored rollout won), tie, or split (a and b equal).
     pub winner: &'static str,
+    /// majority or reliability.
     pub aggregation: &'static str,
     /// Votes counted: a + b + tie (can't-tell is not a vote).
     pub votes: i32,
@@ -148,9 +169,10 @@ pub struct PrefRow {
     pub votes_tie: i32,
     pub votes_cant_tell: i32,
     pub raters: i32,
-    /// Share of the votes for the majority answer.
+    /// Share of the votes (of the vote weight, reliability) for the winning answer.
     pub agreement: f64,
-    /// (votes_chosen - votes_rejected) / votes; 0 for ties and splits.
+    /// (votes_chosen - votes_rejected) / votes, in vote weight for reliability;
+    /// 0 for ties and splits.
     pub margin: f64,
     pub gold: bool,
 }
@@ -167,9 +189,14 @@ pub enum Dropped {
     Split,
 }
 
-/// Majority vote over a, b and tie. A strict winner among the three decides;
-/// a and b level at the top is a split; tie alone at the top is a tie.
-pub fn aggregate(v: PairVotes, plan: &Plan) -> Result<PrefRow, Dropped> {
+/// A vote's weight: 1 each (majority), or the rater's reliability weight.
+pub type VoteWeights<'a> = Option<&'a crate::quality::weights::Weights>;
+
+/// Weighted vote over a, b and tie (every weight 1 for majority). A strict
+/// winner among the three decides; a and b level at the top is a split; tie
+/// alone at the top is a tie. `agreement` and `margin` are shares of the vote
+/// weight; the vote counts stay counts; `min_votes` counts votes.
+pub fn aggregate(v: PairVotes, plan: &Plan, weights: VoteWeights) -> Result<PrefRow, Dropped> {
     let votes = v.a + v.b + v.tie;
     if votes == 0 {
         return Err(Dropped::NoVotes);
@@ -177,20 +204,39 @@ pub fn aggregate(v: PairVotes, plan: &Plan) -> Result<PrefRow, Dropped> {
     if (votes as u32) < plan.min_votes {
         return Err(Dropped::TooFewVotes);
     }
-    let top = v.a.max(v.b).max(v.tie);
-    let winner = if v.a == top && v.b == top {
+    let (wa, wb, wt) = match weights {
+        None => (v.a as f64, v.b as f64, v.tie as f64),
+        Some(w) => {
+            let mut sums = [0.0f64; 3];
+            for (rater, choice) in v.voters.iter().zip(&v.choices) {
+                let slot = match choice.as_str() {
+                    "a" => 0,
+                    "b" => 1,
+                    "tie" => 2,
+                    _ => continue,
+                };
+                sums[slot] += f64::from(w.get(rater));
+            }
+            (sums[0], sums[1], sums[2])
+        }
+    };
+    let total = wa + wb + wt;
+    let top = wa.max(wb).max(wt);
+    // Equal up to rounding (weights are f32 sums; counts compare exactly).
+    let level = |x: f64| (top - x).abs() <= 1e-9 * total;
+    let winner = if level(wa) && level(wb) {
         "split"
-    } else if v.a == top && v.tie < top {
+    } else if level(wa) && !level(wt) {
         "a"
-    } else if v.b == top && v.tie < top {
+    } else if level(wb) && !level(wt) {
         "b"
-    } else if v.tie == top && v.a < top && v.b < top {
+    } else if level(wt) && !level(wa) && !level(wb) {
         "tie"
     } else {
         // The tie answer level with a or b at the top: no majority either way.
         "split"
     };
-    let agreement = top as f64 / votes as f64;
+    let agreement = top / total;
     if agreement + 1e-12 < plan.min_agreement {
         return Err(Dropped::LowAgreement);
     }
@@ -224,8 +270,9 @@ pub fn aggregate(v: PairVotes, plan: &Plan) -> Result<PrefRow, Dropped> {
                 v.b,
             )
         };
+    let (wc, wr) = if b_wins { (wb, wa) } else { (wa, wb) };
     let margin = if matches!(winner, "a" | "b") {
-        (vc - vr) as f64 / votes as f64
+        (wc - wr) / total
     } else {
         0.0
     };
@@ -240,7 +287,7 @@ pub fn aggregate(v: PairVotes, plan: &Plan) -> Result<PrefRow, Dropped> {
         chosen_policy,
         rejected_policy,
         winner,
-        aggregation: "majority",
+        aggregation: plan.args.aggregation.as_str(),
         votes,
         votes_chosen: vc,
         votes_rejected: vr,

@@ -19,10 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Format, Plan,
-    parquet::{ParquetEncoder, Shared},
+    Aggregation, Format, Plan,
+    parquet::ParquetEncoder,
     pseudonym,
-    rows::{self, Dropped, PairVotes, RawRow},
+    rows::{self, Dropped, PairVotes},
+    weights::{self, AggregationInfo},
 };
 
 /// Encoded bytes are handed on in chunks of about this size.
@@ -37,6 +38,9 @@ pub struct Summary {
     pub rows: u64,
     /// Pairs left out of preferences, by reason.
     pub dropped: BTreeMap<Dropped, u64>,
+    /// How preference votes were combined, and the weights (preference formats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<AggregationInfo>,
     /// Clips (sha256) the rows reference; collected for bundles only.
     #[serde(skip)]
     pub clips: BTreeSet<String>,
@@ -73,13 +77,13 @@ pub fn start(
     (Box::pin(body), done_rx)
 }
 
-struct Out {
+pub(super) struct Out {
     tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
 }
 
 impl Out {
-    async fn maybe_flush(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn maybe_flush(&mut self) -> anyhow::Result<()> {
         if self.buf.len() >= CHUNK {
             self.flush().await?;
         }
@@ -107,24 +111,23 @@ impl Out {
 /// default 4 MB `work_mem`) before the first row could be sent. No JIT either:
 /// compiling costs more than it saves for a stream of simple rows; and no
 /// parallel workers, whose merge at the leader is slower than one ordered walk.
+pub(super) const SNAPSHOT_SETTINGS: &str =
+    "set transaction isolation level repeatable read, read only;
+     set local enable_hashjoin = off;
+     set local enable_mergejoin = off;
+     set local enable_sort = off;
+     set local max_parallel_workers_per_gather = 0;
+     set local jit = off;";
+
 async fn snapshot(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = pool.begin().await?;
-    sqlx::raw_sql(
-        "set transaction isolation level repeatable read, read only;
-         set local enable_hashjoin = off;
-         set local enable_mergejoin = off;
-         set local enable_sort = off;
-         set local max_parallel_workers_per_gather = 0;
-         set local jit = off;",
-    )
-    .execute(&mut *tx)
-    .await?;
+    sqlx::raw_sql(SNAPSHOT_SETTINGS).execute(&mut *tx).await?;
     Ok(tx)
 }
 
 async fn produce(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summary> {
     match plan.args.format {
-        Format::RawJsonl | Format::Csv => raw(pool, plan, out).await,
+        Format::RawJsonl | Format::Csv => super::raw::raw(pool, plan, out).await,
         Format::PreferencesJsonl | Format::PreferencesParquet | Format::Bundle => {
             preferences(pool, plan, out).await
         }
@@ -132,14 +135,22 @@ async fn produce(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Su
 }
 
 /// Rater names as the export shows them: pseudonyms, or login names on request.
-struct Raters<'a> {
+pub(super) struct Raters<'a> {
     pool: &'a PgPool,
     plan: &'a Plan,
     names: HashMap<Uuid, String>,
 }
 
-impl Raters<'_> {
-    async fn name(&mut self, id: Uuid) -> anyhow::Result<&str> {
+impl<'a> Raters<'a> {
+    pub(super) fn new(pool: &'a PgPool, plan: &'a Plan) -> Self {
+        Raters {
+            pool,
+            plan,
+            names: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn name(&mut self, id: Uuid) -> anyhow::Result<&str> {
         if !self.names.contains_key(&id) {
             let name = if self.plan.args.real_identities {
                 sqlx::query_scalar("select name from users where id = $1")
@@ -153,48 +164,6 @@ impl Raters<'_> {
         }
         Ok(&self.names[&id])
     }
-}
-
-async fn raw(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summary> {
-    let mut summary = Summary::default();
-    let mut raters = Raters {
-        pool,
-        plan,
-        names: HashMap::new(),
-    };
-    let mut tx = snapshot(pool).await?;
-    let mut rows =
-        rows::bind_filters(sqlx::query_as::<_, RawRow>(rows::RAW_SQL), plan).fetch(&mut *tx);
-    let csv_out = Shared::default();
-    let mut csv =
-        (plan.args.format == Format::Csv).then(|| csv::Writer::from_writer(csv_out.clone()));
-    while let Some(mut row) = rows.try_next().await.context("reading judgments")? {
-        row.rater = raters.name(row.rater_id).await?.to_owned();
-        match &mut csv {
-            Some(w) => w.serialize(&row)?,
-            None => {
-                serde_json::to_writer(&mut out.buf, &row)?;
-                out.buf.push(b'\n');
-            }
-        }
-        summary.rows += 1;
-        if let Some(w) = &mut csv
-            && summary.rows % 512 == 0
-        {
-            w.flush()?;
-            out.buf.append(&mut csv_out.take());
-        }
-        out.maybe_flush().await?;
-    }
-    if let Some(mut w) = csv {
-        if summary.rows == 0 {
-            // No rows: still a header, so the file parses with the documented columns.
-            w.write_record(RAW_COLUMNS)?;
-        }
-        w.flush()?;
-        out.buf.append(&mut csv_out.take());
-    }
-    Ok(summary)
 }
 
 /// The raw columns, in order (the CSV header).
@@ -230,16 +199,32 @@ pub const RAW_COLUMNS: [&str; 27] = [
 
 async fn preferences(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
+    // Reliability weights: fitted once, before the stream (the report holds the
+    // project's answers in memory while it fits, then only the weights stay).
+    let (weights, sql) = match plan.args.aggregation {
+        Aggregation::Majority => (None, rows::PAIRS_SQL),
+        Aggregation::Reliability => {
+            let w = weights::load(pool, plan)
+                .await
+                .context("estimating rater reliability")?;
+            (Some(w), rows::PAIRS_VOTERS_SQL)
+        }
+    };
+    summary.aggregation = Some(
+        weights
+            .as_ref()
+            .map_or_else(AggregationInfo::majority, |w| w.info.clone()),
+    );
+    let vote_weights = weights.as_ref().map(|w| &w.weights);
     let mut tx = snapshot(pool).await?;
-    let mut rows =
-        rows::bind_filters(sqlx::query_as::<_, PairVotes>(rows::PAIRS_SQL), plan).fetch(&mut *tx);
+    let mut rows = rows::bind_filters(sqlx::query_as::<_, PairVotes>(sql), plan).fetch(&mut *tx);
     let mut parquet = match plan.args.format {
         Format::PreferencesParquet => Some(ParquetEncoder::new()?),
         _ => None,
     };
     let bundle = plan.args.format == Format::Bundle;
     while let Some(votes) = rows.try_next().await.context("reading pairs")? {
-        let row = match rows::aggregate(votes, plan) {
+        let row = match rows::aggregate(votes, plan, vote_weights) {
             Ok(row) => row,
             Err(why) => {
                 *summary.dropped.entry(why).or_default() += 1;

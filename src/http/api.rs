@@ -92,7 +92,7 @@ pub struct ErrorBody {
         me, create_user, list_projects, create_project, get_project, update_project,
         list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
         submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward, model_weights, leaderboard,
-        super::export::export_api, super::export::queue_api, super::export::job_file_api
+        super::export::export_api, super::export::card_api, super::export::manifest_api, super::export::queue_api, super::export::job_file_api
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

@@ -8,7 +8,7 @@ use axum::{
     Router,
     body::Body,
     extract::{Query, State, rejection::QueryRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::get,
 };
@@ -30,6 +30,8 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/projects/{slug}/export", get(export_api))
+        .route("/api/v1/projects/{slug}/export/card", get(card_api))
+        .route("/api/v1/projects/{slug}/export/manifest", get(manifest_api))
         .route(
             "/api/v1/projects/{slug}/exports",
             axum::routing::post(queue_api),
@@ -53,6 +55,75 @@ fn bad_query(r: QueryRejection) -> Error {
     }
 }
 
+/// The streamed export's trailer fields (sent when the client asks with `TE: trailers`).
+const TRAILER_ROWS: &str = "x-backflip-export-rows";
+const TRAILER_SHA256: &str = "x-backflip-export-sha256";
+
+/// JSON in a header value: non-ASCII characters as `\uXXXX` escapes (still JSON).
+fn ascii_json(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in v.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out += &format!("\\u{unit:04x}");
+            }
+        }
+    }
+    out
+}
+
+/// What the manifest knows before the first row: version, time, format, filters.
+fn provenance(plan: &export::Plan) -> [(&'static str, String); 4] {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    [
+        ("x-backflip-version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("x-backflip-export-created-at", now),
+        (
+            "x-backflip-export-format",
+            plan.args.format.as_str().to_owned(),
+        ),
+        (
+            "x-backflip-export-filters",
+            ascii_json(&plan.filters_json()),
+        ),
+    ]
+}
+
+/// The chunks as a body that ends with the row count and the sha256 of the bytes
+/// sent as trailer fields; an export that fails sends no trailers (the body errors).
+fn with_trailers(
+    chunks: export::stream::Chunks,
+    summary: tokio::sync::oneshot::Receiver<anyhow::Result<export::stream::Summary>>,
+) -> Body {
+    use futures::StreamExt;
+    use http_body::Frame;
+    use sha2::{Digest, Sha256};
+    let state = Some((chunks, Sha256::new(), summary));
+    let frames = futures::stream::unfold(state, |state| async move {
+        let (mut chunks, mut hash, summary) = state?;
+        match chunks.next().await {
+            Some(Ok(bytes)) => {
+                hash.update(&bytes);
+                Some((Ok(Frame::data(bytes)), Some((chunks, hash, summary))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None => {
+                let rows = summary.await.ok()?.ok()?.rows;
+                let mut trailers = HeaderMap::new();
+                trailers.insert(TRAILER_ROWS, HeaderValue::from(rows));
+                let sha = hex::encode(hash.finalize());
+                trailers.insert(TRAILER_SHA256, HeaderValue::from_str(&sha).ok()?);
+                Some((Ok(Frame::trailers(trailers)), None))
+            }
+        }
+    });
+    Body::new(http_body_util::StreamBody::new(frames))
+}
+
 /// Check the filters, then answer with the data file streamed as it is read.
 async fn stream_response(state: &AppState, access: Access, args: ExportArgs) -> Result<Response> {
     let plan = export::plan(
@@ -62,13 +133,7 @@ async fn stream_response(state: &AppState, access: Access, args: ExportArgs) -> 
         access.can_manage(),
     )
     .await?;
-    if plan.args.format == Format::Bundle {
-        return Err(Error::BadRequest {
-            code: "bad_filter",
-            message: "bundles are built by an export job: POST /api/v1/projects/{slug}/exports"
-                .into(),
-        });
-    }
+    refuse_bundle(&plan)?;
     let mut conn = state.pool.acquire().await?;
     projects::audit(
         &mut conn,
@@ -80,28 +145,64 @@ async fn stream_response(state: &AppState, access: Access, args: ExportArgs) -> 
     .await?;
     drop(conn);
     let format = plan.args.format;
-    let (chunks, _summary) = export::stream::start(state.pool.clone(), std::sync::Arc::new(plan));
+    let provenance = provenance(&plan);
+    let (chunks, summary) = export::stream::start(state.pool.clone(), std::sync::Arc::new(plan));
     let disposition = format!(
         "attachment; filename=\"{}-{}\"",
         access.project.slug,
         format.file_name()
     );
-    Ok((
-        [
-            (header::CONTENT_TYPE, format.content_type().to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        Body::from_stream(chunks),
-    )
-        .into_response())
+    let mut response = with_trailers(chunks, summary).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(anyhow::Error::from)?,
+    );
+    headers.insert(
+        header::TRAILER,
+        HeaderValue::from_static("x-backflip-export-rows, x-backflip-export-sha256"),
+    );
+    for (name, value) in provenance {
+        headers.insert(
+            name,
+            HeaderValue::from_str(&value).map_err(anyhow::Error::from)?,
+        );
+    }
+    Ok(response)
+}
+
+fn refuse_bundle(plan: &export::Plan) -> Result<()> {
+    if plan.args.format == Format::Bundle {
+        return Err(Error::BadRequest {
+            code: "bad_filter",
+            message: "bundles are built by an export job: POST /api/v1/projects/{slug}/exports"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Export a project's judgments or preferences, streamed (leads, admins, researchers).
 /// Filters are checked before anything is sent: a bad one is a 400 `bad_filter`.
 /// Formats and columns: see the README, "Export formats". Bundles need a job (POST …/exports).
+/// Provenance: the headers `X-Backflip-Version`, `X-Backflip-Export-Created-At`,
+/// `X-Backflip-Export-Format` and `X-Backflip-Export-Filters` (JSON) come first; a client
+/// that sends `TE: trailers` gets `X-Backflip-Export-Rows` and `X-Backflip-Export-Sha256`
+/// (of the bytes sent) as trailer fields. The same query on `…/export/manifest` and
+/// `…/export/card` gives the manifest and the dataset card.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/export", params(ExportArgs),
     responses(
-        (status = 200, description = "the data file, streamed: JSONL (application/x-ndjson), CSV (text/csv) or Parquet (application/vnd.apache.parquet)"),
+        (status = 200, description = "the data file, streamed: JSONL (application/x-ndjson), CSV (text/csv) or Parquet (application/vnd.apache.parquet)",
+            headers(
+                ("x-backflip-version" = String, description = "Backflip's version"),
+                ("x-backflip-export-created-at" = String, description = "RFC 3339 time the export started"),
+                ("x-backflip-export-format" = String, description = "the format"),
+                ("x-backflip-export-filters" = String, description = "the filters as applied, JSON (as the manifest's `filters`)"),
+                ("trailer" = String, description = "x-backflip-export-rows, x-backflip-export-sha256: trailer fields sent after the data to clients that send `TE: trailers`"))),
         (status = 400, body = super::api::ErrorBody), (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
 pub(super) async fn export_api(
     State(state): State<AppState>,
@@ -114,6 +215,64 @@ pub(super) async fn export_api(
         .require_read()?;
     let Query(args) = args.map_err(bad_query)?;
     stream_response(&state, access, args).await
+}
+
+/// The manifest and card of the export a query describes: the export runs on the
+/// server into a sha256, so the data file's entry matches a download of the same
+/// query while no judgment in its range is added (pin `until` for that).
+async fn describe(
+    state: &AppState,
+    user: crate::auth::User,
+    slug: &str,
+    args: std::result::Result<Query<ExportArgs>, QueryRejection>,
+) -> Result<(export::card::Manifest, String)> {
+    let access = projects::access(&state.pool, &user, slug)
+        .await?
+        .require_read()?;
+    let Query(args) = args.map_err(bad_query)?;
+    let may_identify = access.can_manage();
+    let plan = export::plan(&state.pool, access.project, args, may_identify).await?;
+    refuse_bundle(&plan)?;
+    Ok(export::files::describe(&state.pool, std::sync::Arc::new(plan)).await?)
+}
+
+/// The dataset card (`README.md`, markdown) of the export the same query streams from
+/// `…/export`: instructions, answer options, counts, agreement, aggregation and rater weights.
+/// It runs the export on the server to count its rows (leads, admins, researchers).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/export/card", params(ExportArgs),
+    responses(
+        (status = 200, description = "the dataset card, text/markdown"),
+        (status = 400, body = super::api::ErrorBody), (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
+pub(super) async fn card_api(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    args: std::result::Result<Query<ExportArgs>, QueryRejection>,
+) -> Result<Response> {
+    let (_, readme) = describe(&state, user, &slug, args).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        readme,
+    )
+        .into_response())
+}
+
+/// The manifest (`manifest.json`) of the export the same query streams from `…/export`:
+/// format, filters, rows, pairs left out, aggregation and weights, statistics, and the
+/// sha256 of the data file and of the card, computed by running the export on the server
+/// (leads, admins, researchers).
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/export/manifest", params(ExportArgs),
+    responses(
+        (status = 200, body = export::card::Manifest),
+        (status = 400, body = super::api::ErrorBody), (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
+pub(super) async fn manifest_api(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(slug): Path<String>,
+    args: std::result::Result<Query<ExportArgs>, QueryRejection>,
+) -> Result<axum::Json<export::card::Manifest>> {
+    let (manifest, _) = describe(&state, user, &slug, args).await?;
+    Ok(axum::Json(manifest))
 }
 
 #[derive(Serialize, ToSchema)]

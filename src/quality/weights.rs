@@ -32,6 +32,11 @@ impl Weights {
         self.0.get(rater).copied().unwrap_or(1.0)
     }
 
+    /// Weights computed elsewhere (the export fits the same model without the full report).
+    pub fn from_map(weights: HashMap<Uuid, f32>) -> Self {
+        Weights(weights)
+    }
+
     /// Every rater's weight from the report's reliabilities and class shares.
     pub fn from_report(q: &ProjectQuality) -> Self {
         let chance = q.class_priors.iter().copied().fold(0.0, f64::max);

@@ -137,6 +137,8 @@ pub struct Res {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
     pub body: Vec<u8>,
+    /// Trailer fields sent after a streamed body, if any.
+    pub trailers: Option<axum::http::HeaderMap>,
 }
 
 impl Res {
@@ -168,11 +170,14 @@ impl TestApp {
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let collected = res.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        let body = collected.to_bytes().to_vec();
         Res {
             status,
             headers,
             body,
+            trailers,
         }
     }
 

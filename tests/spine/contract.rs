@@ -185,8 +185,35 @@ async fn answers_match_the_openapi_document() {
     let res = app.post(&uri, &rater, json!({"choice": "left"})).await;
     assert_eq!(res.status, StatusCode::CREATED);
     conforms(&doc, "post", judge, &res);
+    // Exports: the data file (no JSON body), its card (markdown) and its manifest (JSON).
+    for (template, uri) in [
+        (
+            "/api/v1/projects/{slug}/export",
+            "/api/v1/projects/c/export?format=raw-jsonl",
+        ),
+        (
+            "/api/v1/projects/{slug}/export/card",
+            "/api/v1/projects/c/export/card?format=preferences-jsonl",
+        ),
+        (
+            "/api/v1/projects/{slug}/export/manifest",
+            "/api/v1/projects/c/export/manifest?format=preferences-jsonl&aggregation=reliability",
+        ),
+    ] {
+        let res = app.get(uri, &lead).await;
+        assert_eq!(res.status, StatusCode::OK, "{uri}: {}", res.text());
+        conforms(&doc, "get", template, &res);
+    }
     // Bad requests answer in the documented error shape.
     for (method, template, uri, token, body, status) in [
+        (
+            "get",
+            "/api/v1/projects/{slug}/export/manifest",
+            "/api/v1/projects/c/export/manifest?format=csv&aggregation=reliability",
+            &lead,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
         (
             "get",
             p,

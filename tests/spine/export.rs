@@ -15,11 +15,29 @@ use crate::common::{Res, TestApp, app};
 /// Ask for the next pair and answer it so that the *canonical* answer is `want`
 /// (a, b, tie, cant_tell), whatever side rollout a was shown on.
 async fn judge(app: &TestApp, slug: &str, token: &str, want: &str, rationale: Option<&str>) {
+    judge_by(app, slug, token, |_| want, rationale).await;
+}
+
+/// Like `judge`, with the canonical answer chosen from the pair's number
+/// (`question N`) by `want`.
+async fn judge_by<'a>(
+    app: &TestApp,
+    slug: &str,
+    token: &str,
+    want: impl Fn(usize) -> &'a str,
+    rationale: Option<&str>,
+) {
     let next = app
         .get(&format!("/api/v1/projects/{slug}/next"), token)
         .await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.text());
     let pair = next.json();
+    let number: usize = pair["prompt"]
+        .as_str()
+        .and_then(|p| p.strip_prefix("question "))
+        .and_then(|n| n.parse().ok())
+        .expect("a pair from text_pairs");
+    let want = want(number);
     let left = pair["left"]["text"].as_str().unwrap_or_default();
     let left_is_a = left.contains(" A") || left.starts_with("answer A");
     let pressed = match (want, left_is_a) {
@@ -352,6 +370,181 @@ async fn preferences_take_the_majority_and_leave_ties_and_splits_out_unless_aske
     );
 }
 
+/// Project `ex`, 31 pairs, overlap 5. On pairs 0..30 (truth: a on even, b on odd) `good`,
+/// `h1` and `h2` give the true answer while `u1` and `u2` always answer a, which makes
+/// them no better than chance. On pair 30 (truth b) `good` answers b, `u1` and `u2` a,
+/// and `h1`, `h2` can't tell: the majority says a, the reliable rater b.
+async fn reliability_case(app: &TestApp) -> String {
+    let lead = app.project("ex", json!({"overlap": 5})).await;
+    app.import_text_pairs("ex", &lead, 31).await;
+    for name in ["good", "h1", "h2", "u1", "u2"] {
+        let token = app.annotator("ex", &lead, name).await;
+        for _ in 0..31 {
+            let want = |n: usize| match (name, n) {
+                ("h1" | "h2", 30) => "cant_tell",
+                ("good", 30) => "b",
+                ("u1" | "u2", _) => "a",
+                (_, n) if n % 2 == 0 => "a",
+                _ => "b",
+            };
+            judge_by(app, "ex", &token, want, None).await;
+        }
+    }
+    lead
+}
+
+#[tokio::test]
+async fn reliability_weighting_outvotes_two_unreliable_raters() {
+    let app = app().await;
+    let lead = reliability_case(&app).await;
+    let pair30 = |rows: &[Value]| {
+        rows.iter()
+            .find(|r| r["prompt"] == "question 30")
+            .cloned()
+            .expect("pair 30 exported")
+    };
+
+    // Majority: two votes for a beat one for b.
+    let res = api_export(&app, &lead, "format=preferences-jsonl").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let majority = lines(&res.body);
+    let m = pair30(&majority);
+    assert_eq!(
+        (
+            m["winner"].as_str(),
+            m["chosen"].as_str(),
+            m["aggregation"].as_str()
+        ),
+        (Some("a"), Some("answer A30"), Some("majority"))
+    );
+    assert!(
+        (m["agreement"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{m}"
+    );
+
+    // Reliability: the one reliable rater outweighs the two always-a raters.
+    let res = api_export(
+        &app,
+        &lead,
+        "format=preferences-jsonl&aggregation=reliability",
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let weighted = lines(&res.body);
+    let w = pair30(&weighted);
+    assert_eq!(
+        (
+            w["winner"].as_str(),
+            w["chosen"].as_str(),
+            w["rejected"].as_str()
+        ),
+        (Some("b"), Some("answer B30"), Some("answer A30"))
+    );
+    assert_eq!(w["aggregation"], "reliability");
+    // Counts stay counts; agreement and margin are shares of the vote weight.
+    assert_eq!(
+        (
+            w["votes"].clone(),
+            w["votes_chosen"].clone(),
+            w["votes_rejected"].clone()
+        ),
+        (json!(3), json!(1), json!(2))
+    );
+    let (agreement, margin) = (
+        w["agreement"].as_f64().unwrap(),
+        w["margin"].as_f64().unwrap(),
+    );
+    assert!(agreement > 0.8 && agreement <= 1.0, "{agreement}");
+    assert!(
+        margin > 0.6 && (margin - (2.0 * agreement - 1.0)).abs() < 1e-9,
+        "{margin}"
+    );
+    // Where all five agree, both methods pick the same answer.
+    assert_eq!(weighted.len(), majority.len());
+    for (a, b) in majority.iter().zip(&weighted) {
+        if a["prompt"] != "question 30" {
+            assert_eq!(a["chosen"], b["chosen"], "{}", a["prompt"]);
+        }
+    }
+
+    // The CLI's manifest and card state the method and every rater's weight.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prefs.jsonl");
+    let cli = lines(&cli_export(
+        &app,
+        &out,
+        &[
+            "--format",
+            "preferences-jsonl",
+            "--aggregation",
+            "reliability",
+            "--real-identities",
+        ],
+    ));
+    assert_eq!(pair30(&cli)["chosen"], "answer B30");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("prefs.jsonl.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["filters"]["aggregation"], "reliability");
+    let agg = &manifest["aggregation"];
+    assert_eq!(agg["method"], "reliability");
+    assert!(
+        agg["weights_source"]
+            .as_str()
+            .unwrap()
+            .contains("Dawid–Skene"),
+        "{agg}"
+    );
+    let weight = |name: &str| {
+        agg["raters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rater"] == name)
+            .and_then(|r| r["weight"].as_f64())
+            .unwrap_or_else(|| panic!("no weight for {name}: {agg}"))
+    };
+    assert!(weight("good") > 0.8, "{agg}");
+    assert!(weight("u1") < 0.2 && weight("u2") < 0.2, "{agg}");
+    let card = std::fs::read_to_string(dir.path().join("prefs.jsonl.README.md")).unwrap();
+    assert!(
+        card.contains("reliability-weighted") && card.contains("| good |"),
+        "{card}"
+    );
+    // Majority exports say so and list no weights.
+    cli_export(
+        &app,
+        &dir.path().join("m.jsonl"),
+        &["--format", "preferences-jsonl"],
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.jsonl.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["aggregation"], json!({"method": "majority"}));
+
+    // Parquet carries the same answer and method.
+    let res = api_export(
+        &app,
+        &lead,
+        "format=preferences-parquet&aggregation=reliability",
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let rows = parquet_rows(&res.body);
+    let p = pair30(&rows);
+    assert_eq!(
+        (p["chosen"].as_str(), p["aggregation"].as_str()),
+        (Some("answer B30"), Some("reliability"))
+    );
+    assert_eq!(p["margin"].as_f64(), Some(margin));
+
+    // Raw formats have nothing to aggregate.
+    let res = api_export(&app, &lead, "format=raw-jsonl&aggregation=reliability").await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+    assert_eq!(res.code(), "bad_filter");
+}
+
 #[tokio::test]
 async fn filters_raters_dates_policies_gold_and_excluded_raters() {
     let app = app().await;
@@ -464,6 +657,32 @@ async fn csv_parses_and_escapes_hostile_text() {
     );
 }
 
+/// A Parquet file's rows as JSON objects (column name to value), read by the parquet crate.
+fn parquet_rows(bytes: &[u8]) -> Vec<Value> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes.to_vec())).unwrap();
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|r| {
+            use parquet::record::Field;
+            let r = r.unwrap();
+            let fields = r.get_column_iter().map(|(name, f)| {
+                let v = match f {
+                    Field::Null => Value::Null,
+                    Field::Bool(b) => json!(b),
+                    Field::Int(i) => json!(i),
+                    Field::Double(d) => json!(d),
+                    Field::Str(s) => json!(s),
+                    other => panic!("{name}: unexpected {other:?}"),
+                };
+                (name.clone(), v)
+            });
+            Value::Object(fields.collect())
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn parquet_reads_back_with_the_documented_schema() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -478,7 +697,7 @@ async fn parquet_reads_back_with_the_documented_schema() {
             .body,
     );
     assert_eq!(expected.len(), 5);
-    let reader = SerializedFileReader::new(bytes::Bytes::from(res.body)).unwrap();
+    let reader = SerializedFileReader::new(bytes::Bytes::from(res.body.clone())).unwrap();
     let schema = reader.metadata().file_metadata().schema_descr();
     let columns: Vec<(String, String)> = schema
         .columns()
@@ -510,26 +729,7 @@ async fn parquet_reads_back_with_the_documented_schema() {
         );
     }
     assert_eq!(columns.len(), 20);
-    let rows: Vec<Value> = reader
-        .get_row_iter(None)
-        .unwrap()
-        .map(|r| {
-            use parquet::record::Field;
-            let r = r.unwrap();
-            let fields = r.get_column_iter().map(|(name, f)| {
-                let v = match f {
-                    Field::Null => Value::Null,
-                    Field::Bool(b) => json!(b),
-                    Field::Int(i) => json!(i),
-                    Field::Double(d) => json!(d),
-                    Field::Str(s) => json!(s),
-                    other => panic!("{name}: unexpected {other:?}"),
-                };
-                (name.clone(), v)
-            });
-            Value::Object(fields.collect())
-        })
-        .collect();
+    let rows = parquet_rows(&res.body);
     assert_eq!(rows.len(), expected.len());
     for (got, want) in rows.iter().zip(&expected) {
         for key in [
@@ -598,6 +798,56 @@ async fn the_api_streams_the_same_bytes_as_the_cli() {
                 .to_str()
                 .unwrap()
                 .contains("attachment")
+        );
+        // Provenance: what the CLI's manifest says, in headers before the data, the row
+        // count and sha256 of what was sent in trailer fields after it, and the whole
+        // manifest and card from the same query.
+        let cli_manifest: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("out{i}.manifest.json"))).unwrap(),
+        )
+        .unwrap();
+        let header = |name: &str| res.headers[name].to_str().unwrap().to_owned();
+        assert_eq!(header("x-backflip-export-format"), cli_manifest["format"]);
+        assert_eq!(
+            header("x-backflip-version"),
+            cli_manifest["backflip_version"]
+        );
+        let filters: Value = serde_json::from_str(&header("x-backflip-export-filters")).unwrap();
+        assert_eq!(filters, cli_manifest["filters"], "{query}");
+        assert!(header("x-backflip-export-created-at").starts_with("20"));
+        let trailers = res.trailers.as_ref().expect("trailer fields");
+        assert_eq!(trailers["x-backflip-export-sha256"], sha(&file).as_str());
+        assert_eq!(
+            trailers["x-backflip-export-rows"],
+            cli_manifest["rows"].to_string().as_str()
+        );
+        let manifest = app
+            .get(
+                &format!("/api/v1/projects/ex/export/manifest?{query}"),
+                &lead,
+            )
+            .await;
+        assert_eq!(manifest.status, StatusCode::OK, "{}", manifest.text());
+        let manifest = manifest.json();
+        for key in ["format", "filters", "rows", "dropped", "stats", "project"] {
+            assert_eq!(manifest[key], cli_manifest[key], "{query}: {key}");
+        }
+        assert_eq!(manifest["files"][0]["sha256"], sha(&file), "{query}");
+        assert_eq!(manifest["files"][0]["bytes"], file.len());
+        let card = app
+            .get(&format!("/api/v1/projects/ex/export/card?{query}"), &lead)
+            .await;
+        assert_eq!(card.status, StatusCode::OK);
+        assert!(
+            card.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/markdown")
+        );
+        let card = card.text();
+        assert!(
+            card.contains("## Agreement") && card.contains(&format!("{} ", cli_manifest["rows"])),
+            "{card}"
         );
     }
     // Every API export is in the audit log.

@@ -345,6 +345,27 @@ async fn every_route_checks_every_role() {
             also: &[],
         },
         Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export/card?format=preferences-jsonl",
+            body: None,
+            allowed: readers,
+            also: &[],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export/manifest?format=raw-jsonl",
+            body: None,
+            allowed: readers,
+            also: &[],
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/projects/p/export/manifest?format=raw-jsonl&real_identities=true",
+            body: None,
+            allowed: managers,
+            also: &[],
+        },
+        Route {
             method: Method::POST,
             path: "/api/v1/projects/p/exports",
             body: Some(json!({"format": "csv"})),
