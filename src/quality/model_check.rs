@@ -42,6 +42,15 @@ pub async fn disagreements(
     cache: &ModelCache,
     project: &Project,
 ) -> Result<Option<Vec<ModelDisagreement>>> {
+    // Without a model there is nothing to check: ask before aggregating every judgment.
+    let has_model: bool =
+        sqlx::query_scalar("select current_model is not null from projects where id = $1")
+            .bind(project.id)
+            .fetch_one(pool)
+            .await?;
+    if !has_model {
+        return Ok(None);
+    }
     let rows: Vec<(Uuid, Uuid, Uuid, i64, i64, i64)> = sqlx::query_as(
         "select c.id, c.rollout_a, c.rollout_b,
                 count(*) filter (where j.choice = 'a'), count(*) filter (where j.choice = 'b'),
