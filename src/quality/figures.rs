@@ -99,7 +99,8 @@ pub struct PairAgreement {
     pub kappa: Option<f64>,
 }
 
-/// A pair's answers when raters split.
+/// A pair's counted answers: in `split_pairs` when raters split, in `majority_pairs` when a or b
+/// has a strict majority.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SplitPair {
     pub pair: Uuid,
@@ -136,4 +137,9 @@ pub struct ProjectQuality {
     pub rater_pairs: Vec<PairAgreement>,
     pub split_pairs: Vec<SplitPair>,
     pub gold_failures: Vec<GoldFailure>,
+    /// The latest pairs (at most 500, newest answer first) with a strict a-or-b majority of at
+    /// least two counted answers: what the error dashboard checks against the current reward
+    /// model.
+    #[serde(default)]
+    pub majority_pairs: Vec<SplitPair>,
 }

@@ -2,6 +2,7 @@
 //! report, and the lead's actions (gold, pause, exclusion).
 
 pub mod actions;
+pub mod behind;
 pub mod bench;
 mod checks;
 pub mod detectors;

@@ -1,11 +1,14 @@
 //! Pairs where the current reward model confidently disagrees with the raters' consensus:
 //! candidate rater errors, or model errors, for the error dashboard.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::figures::SplitPair;
 use crate::{
     clips::ClipStore,
     error::{Error, Result},
@@ -18,8 +21,9 @@ use crate::{
 
 /// The model "confidently" disagrees when it gives the raters' choice at most this probability.
 pub const CONFIDENT: f64 = 0.1;
-/// Pairs checked per request (two rollouts each, within the scorer's limit).
-const MAX_PAIRS: i64 = 500;
+/// Pairs checked per request: the report keeps this many majority pairs (two rollouts each,
+/// within the scorer's limit).
+pub const CHECKED_PAIRS: usize = 500;
 
 /// A pair the model and the raters see differently.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -34,15 +38,18 @@ pub struct ModelDisagreement {
     pub model_probability: f64,
 }
 
-/// Pairs with a strict a-or-b majority among at least two counted first answers, checked
-/// against the current model (the most recent `MAX_PAIRS`). None when there is no model yet.
+/// The report's majority pairs (`ProjectQuality::majority_pairs`: the latest pairs with a
+/// strict a-or-b majority of at least two counted answers) checked against the current model,
+/// most confident disagreement first. None when there is no model yet. One query for the
+/// pairs' rollouts and one scoring call: no aggregate over the project's judgments, so a
+/// stored report's check costs the same at a thousand judgments as at a million.
 pub async fn disagreements(
     pool: &PgPool,
     store: &ClipStore,
     cache: &ModelCache,
     project: &Project,
+    majority: &[SplitPair],
 ) -> Result<Option<Vec<ModelDisagreement>>> {
-    // Without a model there is nothing to check: ask before aggregating every judgment.
     let has_model: bool =
         sqlx::query_scalar("select current_model is not null from projects where id = $1")
             .bind(project.id)
@@ -51,31 +58,32 @@ pub async fn disagreements(
     if !has_model {
         return Ok(None);
     }
-    let rows: Vec<(Uuid, Uuid, Uuid, i64, i64, i64)> = sqlx::query_as(
-        "select c.id, c.rollout_a, c.rollout_b,
-                count(*) filter (where j.choice = 'a'), count(*) filter (where j.choice = 'b'),
-                count(*)
-         from judgments j
-         join comparisons c on c.id = j.comparison_id
-         left join project_members m on m.project_id = j.project_id and m.user_id = j.rater_id
-         where j.project_id = $1 and j.kind <> 'repeat' and m.excluded_at is null
-           and j.choice in ('a', 'b', 'tie')
-         group by c.id
-         having count(*) >= 2
-            and greatest(count(*) filter (where j.choice = 'a'),
-                         count(*) filter (where j.choice = 'b')) * 2 > count(*)
-         order by max(j.created_at) desc limit $2",
+    let ids: Vec<Uuid> = majority
+        .iter()
+        .take(CHECKED_PAIRS)
+        .map(|p| p.pair)
+        .collect();
+    let sides: HashMap<Uuid, (Uuid, Uuid)> = sqlx::query_as(
+        "select id, rollout_a, rollout_b from comparisons where id = any($1) and project_id = $2",
     )
+    .bind(&ids)
     .bind(project.id)
-    .bind(MAX_PAIRS)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|(id, a, b): (Uuid, Uuid, Uuid)| (id, (a, b)))
+    .collect();
+    let rows: Vec<(&SplitPair, (Uuid, Uuid))> = majority
+        .iter()
+        .take(CHECKED_PAIRS)
+        .filter_map(|p| Some((p, *sides.get(&p.pair)?)))
+        .collect();
     if rows.is_empty() {
         return Ok(Some(vec![]));
     }
     let rollouts = rows
         .iter()
-        .flat_map(|r| [r.1, r.2])
+        .flat_map(|(_, (a, b))| [*a, *b])
         .map(|id| ScoreInput {
             text: None,
             features: None,
@@ -90,16 +98,16 @@ pub async fn disagreements(
         Err(e) => return Err(e),
     };
     let mut out = vec![];
-    for (r, pair) in rows.iter().zip(scored.rewards.chunks(2)) {
-        let (id, _, _, na, nb, n) = *r;
-        let (consensus, votes, p) = verdict(na, nb, pair[0].mean, pair[1].mean);
-        if p <= CONFIDENT {
+    for ((p, _), pair) in rows.iter().zip(scored.rewards.chunks(2)) {
+        let (na, nb) = (p.a as i64, p.b as i64);
+        let (consensus, votes, prob) = verdict(na, nb, pair[0].mean, pair[1].mean);
+        if prob <= CONFIDENT {
             out.push(ModelDisagreement {
-                pair: id,
+                pair: p.pair,
                 consensus: consensus.into(),
                 votes,
-                answers: n,
-                model_probability: p,
+                answers: (p.a + p.b + p.tie) as i64,
+                model_probability: prob,
             });
         }
     }

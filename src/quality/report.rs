@@ -17,6 +17,7 @@ pub use super::figures::*;
 use super::{
     checks::{drifts, flags},
     detectors::{self, Proportion, Timing},
+    model_check,
     stats::{self, Rating},
 };
 
@@ -293,14 +294,27 @@ pub fn analyse(obs: &[Obs], raters: &[RaterInfo], excluded: &HashSet<Uuid>) -> P
 
     let mut tallies = BTreeMap::<Uuid, [usize; 3]>::new();
     let mut seen = HashSet::new();
+    // Pairs by their newest counted answer, newest first.
+    let mut newest_first = vec![];
     // The last first answer of each rater on each pair (as the statistics count it).
     for o in first_answers().collect::<Vec<_>>().into_iter().rev() {
         if let Some(c) = category(&o.choice)
             && seen.insert((o.pair, o.rater))
         {
-            tallies.entry(o.pair).or_default()[c] += 1;
+            let t = tallies.entry(o.pair).or_insert_with(|| {
+                newest_first.push(o.pair);
+                [0; 3]
+            });
+            t[c] += 1;
         }
     }
+    let majority_pairs = newest_first
+        .iter()
+        .map(|p| (p, tallies[p]))
+        .filter(|(_, [a, b, tie])| a.max(b) * 2 > a + b + tie && a + b + tie >= 2)
+        .take(model_check::CHECKED_PAIRS)
+        .map(|(&pair, [a, b, tie])| SplitPair { pair, a, b, tie })
+        .collect();
     let split_pairs = tallies
         .into_iter()
         .filter(|(_, t)| t.iter().filter(|&&n| n > 0).count() > 1)
@@ -339,6 +353,7 @@ pub fn analyse(obs: &[Obs], raters: &[RaterInfo], excluded: &HashSet<Uuid>) -> P
         rater_pairs,
         split_pairs,
         gold_failures,
+        majority_pairs,
     }
 }
 

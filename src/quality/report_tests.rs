@@ -117,6 +117,22 @@ fn project_figures_match_the_hand_count() {
     let split: Vec<Uuid> = q.split_pairs.iter().map(|s| s.pair).collect();
     assert_eq!(split.len(), 3);
     assert!(!split.contains(&id(P + 2)));
+    // Strict a-or-b majorities of at least two answers, newest answer first: P3 (a 2, tie 1;
+    // last answer at row 8), P2 (b 3, row 5), P1 (a 2-1, row 2; r3's later repeat does not
+    // count). P4 is 1-1 after r1's can't-tell: no majority.
+    let majority: Vec<(Uuid, [usize; 3])> = q
+        .majority_pairs
+        .iter()
+        .map(|m| (m.pair, [m.a, m.b, m.tie]))
+        .collect();
+    assert_eq!(
+        majority,
+        [
+            (id(P + 3), [2, 0, 1]),
+            (id(P + 2), [0, 3, 0]),
+            (id(P + 1), [2, 1, 0])
+        ]
+    );
     // r1 and r2 share P1-P3 (r1's can't-tell on P4 is missing): 2 of 3 agree; kappa needs 5.
     let r12 = q
         .rater_pairs
@@ -178,6 +194,13 @@ fn excluding_a_rater_changes_project_agreement_only() {
     assert_eq!((r3.majority_agreement.k, r3.majority_agreement.n), (1, 3));
     // Excluded raters' gold failures leave the dashboard.
     assert!(q.gold_failures.is_empty());
+    // And their answers leave the majorities: P3 is a 1, tie 1 without r3 (no majority).
+    let majority: Vec<(Uuid, usize, usize)> = q
+        .majority_pairs
+        .iter()
+        .map(|m| (m.pair, m.a, m.b))
+        .collect();
+    assert_eq!(majority, [(id(P + 2), 0, 2), (id(P + 1), 2, 0)]);
 }
 
 #[test]

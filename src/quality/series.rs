@@ -100,7 +100,7 @@ pub async fn rater(
     Ok((row, days))
 }
 
-/// One of a rater's judgments, newest first, for the rater page.
+/// A judgment as the rater page and the lists behind the figures show it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Recent {
     pub assignment: Uuid,
@@ -112,22 +112,6 @@ pub struct Recent {
     pub gold: Option<String>,
     pub duration_ms: Option<i32>,
     pub at: String,
-}
-
-/// The rater's latest 200 judgments in the project.
-pub async fn recent(pool: &PgPool, project_id: Uuid, rater: Uuid) -> Result<Vec<Recent>> {
-    Ok(sqlx::query_as(
-        "select j.assignment_id as assignment, j.comparison_id as pair, c.external_id,
-                j.displayed_choice as displayed, j.choice, j.kind, c.gold, j.duration_ms,
-                to_char(j.created_at at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS') as at
-         from judgments j join comparisons c on c.id = j.comparison_id
-         where j.rater_id = $1 and j.project_id = $2
-         order by j.created_at desc limit 200",
-    )
-    .bind(rater)
-    .bind(project_id)
-    .fetch_all(pool)
-    .await?)
 }
 
 /// One side of a pair on the pair page.

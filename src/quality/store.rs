@@ -137,16 +137,18 @@ pub async fn save(pool: &PgPool, project_id: Uuid, c: &Computed) -> anyhow::Resu
     let mut summary = c.report.clone();
     let split_pairs = std::mem::take(&mut summary.split_pairs);
     let gold_failures = std::mem::take(&mut summary.gold_failures);
+    let majority_pairs = std::mem::take(&mut summary.majority_pairs);
     let s = &c.snapshot;
     sqlx::query(
         "insert into quality_results (project_id, summary, split_pairs, gold_failures, rater_days,
              judgments, horizon, covered_recent, computed_at, seconds, split_pairs_head,
-             gold_failures_head)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             gold_failures_head, majority_pairs)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          on conflict (project_id) do update set summary = excluded.summary,
              split_pairs = excluded.split_pairs, gold_failures = excluded.gold_failures,
              split_pairs_head = excluded.split_pairs_head,
              gold_failures_head = excluded.gold_failures_head,
+             majority_pairs = excluded.majority_pairs,
              rater_days = excluded.rater_days, judgments = excluded.judgments,
              horizon = excluded.horizon, covered_recent = excluded.covered_recent,
              computed_at = excluded.computed_at, seconds = excluded.seconds
@@ -168,6 +170,7 @@ pub async fn save(pool: &PgPool, project_id: Uuid, c: &Computed) -> anyhow::Resu
     .bind(serde_json::to_value(
         &gold_failures[..gold_failures.len().min(HEAD)],
     )?)
+    .bind(serde_json::to_value(&majority_pairs)?)
     .execute(pool)
     .await?;
     Ok(())
@@ -358,7 +361,8 @@ async fn plan(pool: &PgPool, project_id: Uuid) -> Result<Plan> {
 /// Rows of each long list stored apart for the error dashboard.
 pub const HEAD: usize = 200;
 
-/// How much of the two long lists (split pairs, gold failures) to read.
+/// How much of the two long lists (split pairs, gold failures) to read; the majority pairs (at
+/// most 500) come whole with either list.
 #[derive(Debug, Clone, Copy)]
 pub enum Lists {
     None,
@@ -383,12 +387,13 @@ pub async fn report(
                 Lists::Head => "head",
                 Lists::All => "all",
             };
-            let (summary, split, gold): (Value, Value, Value) = sqlx::query_as(
+            let (summary, split, gold, majority): (Value, Value, Value, Value) = sqlx::query_as(
                 "select summary,
                         case $2 when 'all' then split_pairs when 'head' then split_pairs_head
                              else '[]' end,
                         case $2 when 'all' then gold_failures when 'head' then gold_failures_head
-                             else '[]' end
+                             else '[]' end,
+                        case $2 when 'none' then '[]' else majority_pairs end
                  from quality_results where project_id = $1",
             )
             .bind(project_id)
@@ -398,6 +403,7 @@ pub async fn report(
             let mut q: ProjectQuality = parse(summary)?;
             q.split_pairs = parse(split)?;
             q.gold_failures = parse(gold)?;
+            q.majority_pairs = parse(majority)?;
             Ok((Some(q), f))
         }
     }
@@ -411,7 +417,8 @@ pub async fn report_json(pool: &PgPool, project_id: Uuid) -> Result<(String, Fre
         Plan::Stored(f) => {
             let text = sqlx::query_scalar(
                 "select (summary || jsonb_build_object('split_pairs', split_pairs,
-                         'gold_failures', gold_failures, 'freshness', $2::jsonb))::text
+                         'gold_failures', gold_failures, 'majority_pairs', majority_pairs,
+                         'freshness', $2::jsonb))::text
                  from quality_results where project_id = $1",
             )
             .bind(project_id)

@@ -159,11 +159,39 @@ pub async fn score(
             "this project has no reward model yet: it trains after enough judgments, or on demand"
                 .into(),
     })?;
+    // Stored rollouts and their clips in one query each, whatever the request's size.
+    let ids: Vec<Uuid> = req.rollouts.iter().filter_map(|r| r.rollout_id).collect();
+    let stored: HashMap<Uuid, data::RolloutContent> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, data::RolloutContent>(
+            "select id, body, clip_sha256, meta -> 'features' as features from rollouts
+             where id = any($1) and project_id = $2",
+        )
+        .bind(&ids)
+        .bind(project.id)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect()
+    };
+    let clips = match kind {
+        ModelKind::Clip => {
+            let mut shas: Vec<String> = stored
+                .values()
+                .filter_map(|r| r.clip_sha256.clone())
+                .collect();
+            shas.sort();
+            shas.dedup();
+            data::clips(pool, &shas).await?
+        }
+        _ => HashMap::new(),
+    };
     let mut inputs = Vec::with_capacity(req.rollouts.len());
     for (i, r) in req.rollouts.iter().enumerate() {
         inputs.push(
-            resolve(pool, project, kind, r)
-                .await
+            resolve(kind, r, &stored, &clips)
                 .map_err(|e| Error::invalid(format!("rollouts[{i}]: {e}")))?,
         );
     }
@@ -217,35 +245,22 @@ pub async fn score(
     Ok(ScoreResponse { model, rewards })
 }
 
-async fn resolve(
-    pool: &PgPool,
-    project: &Project,
+fn resolve(
     kind: ModelKind,
     r: &ScoreInput,
+    stored: &HashMap<Uuid, data::RolloutContent>,
+    clips: &HashMap<String, crate::ml::Clip>,
 ) -> std::result::Result<Input, String> {
     let stored = match r.rollout_id {
-        Some(id) => {
-            let row: Option<data::RolloutContent> = sqlx::query_as(
-                "select id, body, clip_sha256, meta -> 'features' as features from rollouts where id = $1 and project_id = $2",
-            )
-            .bind(id)
-            .bind(project.id)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| e.to_string())?;
-            Some(row.ok_or("no such rollout in this project")?)
-        }
+        Some(id) => Some(stored.get(&id).ok_or("no such rollout in this project")?),
         None => None,
     };
     match (kind, &r.text, &r.features, stored) {
         (ModelKind::Clip, None, None, Some(s)) => {
-            let sha = s.clip_sha256.ok_or("not a clip rollout")?;
-            let clips = data::clips(pool, std::slice::from_ref(&sha))
-                .await
-                .map_err(|e| e.to_string())?;
+            let sha = s.clip_sha256.as_ref().ok_or("not a clip rollout")?;
             clips
-                .into_values()
-                .next()
+                .get(sha)
+                .cloned()
                 .map(Input::Clip)
                 .ok_or_else(|| "the clip's frames are missing".into())
         }
@@ -261,7 +276,7 @@ async fn resolve(
         (ModelKind::Features(d), None, Some(_), None) => {
             Err(format!("features must be {d} finite numbers"))
         }
-        (_, None, None, Some(s)) => data::vector(kind, &s)
+        (_, None, None, Some(s)) => data::vector(kind, s)
             .map(Input::Vector)
             .ok_or_else(|| "the rollout has no content this model reads".into()),
         (ModelKind::Text, ..) => Err("give exactly one of text or rollout_id".into()),

@@ -448,6 +448,68 @@ async fn dashboards_show_the_numbers_of_a_hand_built_dataset() {
         .text();
     assert!(rater.contains("<svg") && rater.contains("id=\"preview\""));
 
+    // Every figure links to the judgments behind it: the project's and each rater's.
+    assert!(html.contains("href=\"/projects/d/quality/judgments?show=gold\""));
+    assert!(html.contains("href=\"/projects/d/quality/judgments?rater=r1&amp;show=fast\""));
+    assert!(rater.contains("href=\"/projects/d/quality/judgments?rater=r1&amp;show=left\""));
+    let behind = |query: &'static str| {
+        let cookie = cookie.clone();
+        let app = &app;
+        async move {
+            let res = page(
+                app,
+                &cookie,
+                &format!("/projects/d/quality/judgments?{query}"),
+            )
+            .await;
+            let html = res.text();
+            let count = html
+                .split("id=\"behind-count\">")
+                .nth(1)
+                .and_then(|t| t.split('<').next())
+                .map(str::to_string);
+            (res.status, count, html)
+        }
+    };
+    // Gold pair P4: r2 a (right), r3 b (wrong); r1's can't-tell is no answer.
+    for (query, want) in [
+        ("show=first", "12"),
+        ("show=gold", "2"),
+        ("show=gold_wrong", "1"),
+        ("show=tie", "1"),
+        ("show=cant_tell", "1"),
+        ("show=fast", "4"),
+        ("rater=r1&show=fast", "4"),
+        ("rater=r2&show=fast", "0"),
+        ("rater=r3&show=all", "4"),
+    ] {
+        let (status, count, _) = behind(query).await;
+        assert_eq!(status, StatusCode::OK, "{query}");
+        assert_eq!(count.as_deref(), Some(want), "{query}");
+    }
+    // The wrong gold answer opens as r3 saw it.
+    let (_, _, html) = behind("show=gold_wrong").await;
+    let at = html
+        .find("?assignment=")
+        .expect("a link to the pair as seen");
+    let link_start = html[..at].rfind("href=\"").unwrap() + 6;
+    let seen = page(&app, &cookie, &html[link_start..at + 12 + 36]).await;
+    assert!(
+        seen.text()
+            .contains("As <a href=\"/projects/d/quality/raters/r3\">r3</a> saw it")
+    );
+    assert_eq!(
+        behind("show=everything").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(behind("rater=nobody").await.0, StatusCode::NOT_FOUND);
+    // Raters do not read it, as they do not read the quality pages.
+    let (annotator, _) = session(&app, "r1").await;
+    let refused = page(&app, &annotator, "/projects/d/quality/judgments?show=first").await;
+    let overview_refused = page(&app, &annotator, "/projects/d/quality").await;
+    assert!(refused.status.is_client_error());
+    assert_eq!(refused.status, overview_refused.status);
+
     // The lead's forms need the CSRF token.
     let post = |uri: &str, body: String| {
         app.send(
@@ -586,7 +648,8 @@ async fn weighting_and_the_model_check_work_on_a_trained_project() {
         raters: 4,
         overlap: 2,
         train: true,
-        steps: Some(20),
+        // The service's 300 steps: enough for the model to be confident about some pairs.
+        steps: None,
         temperature: 1.0,
         seed: 3,
     };
@@ -620,12 +683,17 @@ async fn weighting_and_the_model_check_work_on_a_trained_project() {
         "reliability weights apply: {weights:?}"
     );
     assert!(rows.iter().all(|r| (0.05..=1.0).contains(&r.weight)));
-    // The model check scores every majority pair with the trained model.
+    // The model check scores the report's majority pairs with the trained model.
+    let q = backflip::quality::report::report(&app.pool, project.id)
+        .await
+        .unwrap();
+    assert!(!q.majority_pairs.is_empty());
     let found = backflip::quality::model_check::disagreements(
         &app.pool,
         &store,
         &Default::default(),
         &project,
+        &q.majority_pairs,
     )
     .await
     .unwrap()
@@ -635,4 +703,74 @@ async fn weighting_and_the_model_check_work_on_a_trained_project() {
             .iter()
             .all(|d| d.model_probability <= 0.1 && d.votes * 2 > d.answers)
     );
+    // Two votes against the model on every pair of the project: the check reports exactly the
+    // pairs the model ranks with P >= 0.9, each with the model's probability of the raters'
+    // (less liked) side, most confident first.
+    let pairs: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+        "select id, rollout_a, rollout_b from comparisons where project_id = $1 order by seq",
+    )
+    .bind(project.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let rollouts = pairs
+        .iter()
+        .flat_map(|p| [p.1, p.2])
+        .map(|id| backflip::reward::score::ScoreInput {
+            text: None,
+            features: None,
+            rollout_id: Some(id),
+        })
+        .collect();
+    let rewards = backflip::reward::score::score(
+        &app.pool,
+        &store,
+        &Default::default(),
+        &project,
+        backflip::reward::score::ScoreRequest { rollouts },
+    )
+    .await
+    .unwrap()
+    .rewards;
+    let (mut against, mut expected) = (vec![], vec![]);
+    for (p, r) in pairs.iter().zip(rewards.chunks(2)) {
+        let p_a = 1.0 / (1.0 + f64::from(r[1].mean - r[0].mean).exp());
+        let (a, b, p_raters) = if p_a >= 0.5 {
+            (0, 2, 1.0 - p_a)
+        } else {
+            (2, 0, p_a)
+        };
+        against.push(report::SplitPair {
+            pair: p.0,
+            a,
+            b,
+            tie: 0,
+        });
+        if p_raters <= backflip::quality::model_check::CONFIDENT {
+            expected.push((p.0, p_raters));
+        }
+    }
+    assert!(
+        !expected.is_empty(),
+        "the trained model is confident about some pair"
+    );
+    expected.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let found = backflip::quality::model_check::disagreements(
+        &app.pool,
+        &store,
+        &Default::default(),
+        &project,
+        &against,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(found.len(), expected.len());
+    for (d, (pair, p)) in found.iter().zip(&expected) {
+        assert_eq!(d.pair, *pair);
+        assert!((d.model_probability - p).abs() < 1e-9);
+        assert_eq!((d.votes, d.answers), (2, 2));
+        let m = against.iter().find(|m| m.pair == *pair).unwrap();
+        assert_eq!(d.consensus, if m.a == 2 { "a" } else { "b" });
+    }
 }

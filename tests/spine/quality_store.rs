@@ -300,6 +300,36 @@ async fn scale() {
         sizes.0, sizes.1, sizes.2
     );
 
+    // A reward model for the error dashboard's check, trained on a small simulated text project
+    // (it reads hashed text features, so it scores the bench project's texts too) and made the
+    // bench project's current model: the dashboard then scores the stored majority pairs.
+    let opts = backflip::simulate::SimOpts {
+        task: backflip::simulate::TaskKind::Text,
+        pairs: 40,
+        raters: 2,
+        overlap: 1,
+        train: true,
+        steps: Some(20),
+        temperature: 1.0,
+        seed: 1,
+    };
+    backflip::simulate::project::run(&app.pool, &app.state.clips, &opts)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update projects set current_model = (select current_model from projects
+                                              where slug = 'sim-text')
+         where id = $1",
+    )
+    .bind(project)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    println!(
+        "with a reward model: the error dashboard checks {} stored majority pairs",
+        computed.report.majority_pairs.len()
+    );
+
     let (c, _) = session(&app, "bench-admin").await;
     let rater = computed.report.raters[0].name.clone();
     println!("| request | median ms | max ms | bytes |");

@@ -67,6 +67,10 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{slug}/quality", get(quality::quality_page))
         .route("/projects/{slug}/quality/errors", get(quality::errors_page))
         .route(
+            "/projects/{slug}/quality/judgments",
+            get(quality::judgments_page),
+        )
+        .route(
             "/projects/{slug}/quality/settings",
             post(quality_actions::settings),
         )

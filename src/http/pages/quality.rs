@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::*;
 use crate::quality::{
     actions::{self, ExclusionPreview, QualitySettings},
+    behind::{self, Behind},
     detectors::{Proportion, Tested},
     model_check::{self, ModelDisagreement},
     report::{self, Flag, GoldFailure, ProjectQuality, RaterQuality, SplitPair},
@@ -62,28 +63,36 @@ fn num(x: Option<f64>, digits: usize) -> String {
 pub(super) struct Cell {
     text: String,
     sort: String,
+    /// The judgments behind the figure, linked from it.
+    show: Behind,
 }
 
 impl Cell {
-    fn share(p: &Proportion) -> Self {
+    fn share(p: &Proportion, behind: Behind) -> Self {
         Cell {
             text: p.describe(),
             sort: num(p.share, 4),
+            show: behind,
         }
     }
-    fn value(x: Option<f64>, digits: usize) -> Self {
+    fn value(x: Option<f64>, digits: usize, behind: Behind) -> Self {
         Cell {
             text: num(x, digits),
             sort: num(x, 6),
+            show: behind,
         }
     }
-    fn tested(t: &Tested) -> Self {
+    fn tested(t: &Tested, behind: Behind) -> Self {
         Cell {
             text: format!("{} p={:.2e}", t.share.describe(), t.p_value),
             sort: num(t.share.share, 4),
+            show: behind,
         }
     }
 }
+
+/// A figure of the project or rater table: label, value and the judgments behind it.
+pub(super) type Figure = (&'static str, String, Behind);
 
 /// A rater's row of the table.
 pub(super) struct RaterRow {
@@ -103,16 +112,19 @@ impl RaterRow {
             paused: r.paused,
             judgments: r.judgments,
             cells: vec![
-                Cell::share(&r.majority_agreement),
-                Cell::share(&r.gold_accuracy),
-                Cell::share(&r.self_consistency),
-                Cell::value(r.reliability, 3),
-                Cell::tested(&r.position),
-                r.length.as_ref().map_or(Cell::value(None, 0), Cell::tested),
-                Cell::share(&r.ties),
-                Cell::share(&r.cant_tell),
-                Cell::value(r.timing.median_ms, 0),
-                Cell::share(&r.timing.too_fast),
+                Cell::share(&r.majority_agreement, Behind::First),
+                Cell::share(&r.gold_accuracy, Behind::Gold),
+                Cell::share(&r.self_consistency, Behind::Repeats),
+                Cell::value(r.reliability, 3, Behind::First),
+                Cell::tested(&r.position, Behind::Left),
+                r.length.as_ref().map_or_else(
+                    || Cell::value(None, 0, Behind::Longer),
+                    |t| Cell::tested(t, Behind::Longer),
+                ),
+                Cell::share(&r.ties, Behind::Tie),
+                Cell::share(&r.cant_tell, Behind::CantTell),
+                Cell::value(r.timing.median_ms, 0, Behind::First),
+                Cell::share(&r.timing.too_fast, Behind::Fast),
             ],
             flags: r.flags.clone(),
         }
@@ -145,7 +157,7 @@ pub(super) struct QualityPage {
     rows: Vec<RaterRow>,
     heatmap: Option<String>,
     settings: QualitySettings,
-    summary: Vec<(&'static str, String)>,
+    summary: Vec<Figure>,
     fast_ms: i32,
     freshness: FreshnessLine,
 }
@@ -176,40 +188,47 @@ pub(super) async fn quality_page(
         kappa[j][i] = p.kappa;
     }
     let a = &q.agreement;
+    let first = Behind::First;
     let summary = vec![
-        ("Judgments (first answers)", q.judgments.to_string()),
-        ("Pairs with 2+ answers", a.pairs.to_string()),
-        ("Percent agreement", num(a.percent, 3)),
-        ("Fleiss' kappa", num(a.fleiss_kappa, 3)),
+        ("Judgments (first answers)", q.judgments.to_string(), first),
+        ("Pairs with 2+ answers", a.pairs.to_string(), first),
+        ("Percent agreement", num(a.percent, 3), first),
+        ("Fleiss' kappa", num(a.fleiss_kappa, 3), first),
         (
             "Krippendorff's alpha (nominal)",
             num(a.krippendorff_alpha, 3),
+            first,
         ),
-        ("Gold accuracy", q.gold_accuracy.describe()),
+        ("Gold accuracy", q.gold_accuracy.describe(), Behind::Gold),
         (
             "Self-consistency on swapped repeats",
             q.self_consistency.describe(),
+            Behind::Repeats,
         ),
         (
             "Left share (binomial test against 0.5)",
-            Cell::tested(&q.position).text,
+            Cell::tested(&q.position, Behind::Left).text,
+            Behind::Left,
         ),
         (
             "Longer-text share",
             q.length
                 .as_ref()
-                .map_or("–".into(), |t| Cell::tested(t).text),
+                .map_or("–".into(), |t| Cell::tested(t, Behind::Longer).text),
+            Behind::Longer,
         ),
-        ("Tie rate", q.ties.describe()),
-        ("Can't-tell rate", q.cant_tell.describe()),
-        ("Median answer time (ms)", num(q.timing.median_ms, 0)),
+        ("Tie rate", q.ties.describe(), Behind::Tie),
+        ("Can't-tell rate", q.cant_tell.describe(), Behind::CantTell),
+        ("Median answer time (ms)", num(q.timing.median_ms, 0), first),
         (
             "Answers faster than the floor",
             q.timing.too_fast.describe(),
+            Behind::Fast,
         ),
         (
             "Answered before the clips ended",
             q.timing.before_clip_end.describe(),
+            Behind::BeforeClipEnd,
         ),
     ];
     let c = chrome(&s);
@@ -238,7 +257,7 @@ pub(super) struct RaterPage {
     project: Project,
     can_manage: bool,
     r: RaterQuality,
-    figures: Vec<(&'static str, String)>,
+    figures: Vec<Figure>,
     chart: Option<String>,
     recent: Vec<Recent>,
     preview: Option<ExclusionPreview>,
@@ -272,41 +291,56 @@ pub(super) async fn rater_page(
         true => Some(actions::preview_exclusion(&state.pool, &access, &name).await?),
         false => None,
     };
-    let recent = series::recent(&state.pool, access.project.id, r.id).await?;
+    let (_, recent) = behind::list(&state.pool, access.project.id, Some(r.id), Behind::All).await?;
+    let first = Behind::First;
     let figures = vec![
-        ("Judgments (first answers)", r.judgments.to_string()),
+        ("Judgments (first answers)", r.judgments.to_string(), first),
         (
             "Agreement with the others' majority",
             r.majority_agreement.describe(),
+            first,
         ),
-        ("Gold accuracy", r.gold_accuracy.describe()),
+        ("Gold accuracy", r.gold_accuracy.describe(), Behind::Gold),
         (
             "Self-consistency on swapped repeats",
             r.self_consistency.describe(),
+            Behind::Repeats,
         ),
-        ("Reliability (Dawid–Skene)", num(r.reliability, 3)),
-        ("Left share", Cell::tested(&r.position).text),
+        ("Reliability (Dawid–Skene)", num(r.reliability, 3), first),
+        (
+            "Left share",
+            Cell::tested(&r.position, Behind::Left).text,
+            Behind::Left,
+        ),
         (
             "Longer-text share (against the project's level)",
             r.length
                 .as_ref()
-                .map_or("–".into(), |t| Cell::tested(t).text),
+                .map_or("–".into(), |t| Cell::tested(t, Behind::Longer).text),
+            Behind::Longer,
         ),
-        ("Tie rate", r.ties.describe()),
-        ("Can't-tell rate", r.cant_tell.describe()),
-        ("Median answer time (ms)", num(r.timing.median_ms, 0)),
-        ("Faster than the floor", r.timing.too_fast.describe()),
+        ("Tie rate", r.ties.describe(), Behind::Tie),
+        ("Can't-tell rate", r.cant_tell.describe(), Behind::CantTell),
+        ("Median answer time (ms)", num(r.timing.median_ms, 0), first),
+        (
+            "Faster than the floor",
+            r.timing.too_fast.describe(),
+            Behind::Fast,
+        ),
         (
             "Answered before the clips ended",
             r.timing.before_clip_end.describe(),
+            Behind::BeforeClipEnd,
         ),
         (
             "Drift within sessions (agreement, first → second half)",
             drift_text(&r.session_drift),
+            first,
         ),
         (
             "Drift over days (agreement, first → second half)",
             drift_text(&r.day_drift),
+            first,
         ),
     ];
     let c = chrome(&s);
@@ -354,18 +388,23 @@ pub(super) async fn errors_page(
     let Some(mut q) = q else {
         return Ok(computing(&s, access.project, &freshness));
     };
-    let model =
-        model_check::disagreements(&state.pool, &state.clips, &state.models, &access.project)
-            .await?
-            .map(|v| {
-                v.into_iter()
-                    .take(MAX_ROWS)
-                    .map(|d| {
-                        let p = format!("{:.3}", d.model_probability);
-                        (d, p)
-                    })
-                    .collect()
-            });
+    let model = model_check::disagreements(
+        &state.pool,
+        &state.clips,
+        &state.models,
+        &access.project,
+        &q.majority_pairs,
+    )
+    .await?
+    .map(|v| {
+        v.into_iter()
+            .take(MAX_ROWS)
+            .map(|d| {
+                let p = format!("{:.3}", d.model_probability);
+                (d, p)
+            })
+            .collect()
+    });
     q.gold_failures.truncate(MAX_ROWS);
     q.split_pairs.truncate(MAX_ROWS);
     let c = chrome(&s);
@@ -378,6 +417,72 @@ pub(super) async fn errors_page(
         model,
         confident: model_check::CONFIDENT,
         freshness: (&freshness).into(),
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quality_judgments.html")]
+pub(super) struct JudgmentsPage {
+    user: Option<String>,
+    csrf: String,
+    project: Project,
+    rater: Option<String>,
+    show: Behind,
+    count: i64,
+    cap: i64,
+    /// More match than are listed.
+    more: bool,
+    rows: Vec<Recent>,
+    kinds: Vec<Behind>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct JudgmentsQuery {
+    #[serde(default)]
+    rater: Option<String>,
+    #[serde(default)]
+    show: Option<String>,
+}
+
+/// The judgments behind a figure of the quality pages: the project's (raters not excluded) or
+/// one rater's, newest first.
+pub(super) async fn judgments_page(
+    State(state): State<AppState>,
+    s: PageSession,
+    Path(slug): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<JudgmentsQuery>,
+) -> PageResult {
+    let access = projects::access(&state.pool, s.user(), &slug)
+        .await?
+        .require_read()?;
+    let show = Behind::parse(query.show.as_deref().unwrap_or("first"))?;
+    let rater = match query.rater.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => Some((
+            behind::rater_id(&state.pool, access.project.id, name).await?,
+            name.to_string(),
+        )),
+        None => None,
+    };
+    let (count, rows) = behind::list(
+        &state.pool,
+        access.project.id,
+        rater.as_ref().map(|r| r.0),
+        show,
+    )
+    .await?;
+    let c = chrome(&s);
+    Ok(JudgmentsPage {
+        user: c.user,
+        csrf: c.csrf,
+        project: access.project,
+        rater: rater.map(|r| r.1),
+        show,
+        count,
+        cap: behind::COUNT_CAP,
+        more: count > rows.len() as i64,
+        rows,
+        kinds: Behind::ALL.to_vec(),
     }
     .into_response())
 }
