@@ -127,7 +127,9 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 true => Some(start_training(&pool, &harness.dir, opts.training_nice).await?),
                 false => None,
             };
-            let r = harness.level(&tokens[..n], n, opts.seconds).await;
+            let r = harness
+                .level(&tokens[..n], n, opts.seconds, std::time::Duration::ZERO)
+                .await;
             if let Some((stop, task)) = trainer {
                 let _ = stop.send(true);
                 let _ = task.await;

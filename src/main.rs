@@ -124,14 +124,7 @@ fn clip_store(global: &GlobalOpts) -> anyhow::Result<ClipStore> {
     ClipStore::local(&global.data_dir.join("clips"))
 }
 
-/// Every job kind the workers run: training, exports, selection and quality reports.
-fn job_handlers(store: ClipStore) -> backflip::jobs::Handlers {
-    let mut handlers = reward::job_handlers(store.clone());
-    handlers.extend(backflip::export::job::handlers(store.clone()));
-    handlers.extend(backflip::selection::job::handlers(store));
-    handlers.extend(backflip::quality::store::handlers());
-    handlers
-}
+use backflip::jobs::every_handler as job_handlers;
 
 /// `backflip export`: check the filters (nothing is written if one is bad), then
 /// write the data file, its card and its manifest. It runs as the operator, who

@@ -100,8 +100,16 @@ impl Harness {
 
     /// `concurrency` simulated raters loop `next` → `judgment` for `seconds`;
     /// rater `i` takes turns with the tokens `i`, `i + concurrency`, … so no
-    /// rater is used by two loops at once and every token gets a history.
-    pub async fn level(&self, tokens: &[String], concurrency: usize, seconds: f64) -> LevelResult {
+    /// rater is used by two loops at once and every token gets a history. Each
+    /// loop pauses `think` after every judgment (zero: a closed loop, as fast as
+    /// the server answers); the loops' first calls are spread over one `think`.
+    pub async fn level(
+        &self,
+        tokens: &[String],
+        concurrency: usize,
+        seconds: f64,
+        think: Duration,
+    ) -> LevelResult {
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(seconds);
         let tasks: Vec<_> = (0..concurrency.min(tokens.len()))
@@ -113,7 +121,11 @@ impl Harness {
                     .step_by(concurrency)
                     .cloned()
                     .collect();
-                tokio::spawn(async move { rater(&client, &base, &mine, deadline).await })
+                let offset = think.mul_f64(i as f64 / concurrency as f64);
+                tokio::spawn(async move {
+                    tokio::time::sleep(offset).await;
+                    rater(&client, &base, &mine, deadline, think).await
+                })
             })
             .collect();
         let mut total = LevelResult::default();
@@ -136,6 +148,7 @@ async fn rater(
     base: &str,
     tokens: &[String],
     deadline: Instant,
+    think: Duration,
 ) -> LevelResult {
     let mut r = LevelResult::default();
     let auths: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
@@ -176,6 +189,9 @@ async fn rater(
         r.next.push((t1 - t0).as_secs_f64() * 1e3);
         r.submit.push((t2 - t1).as_secs_f64() * 1e3);
         r.both.push((t2 - t0).as_secs_f64() * 1e3);
+        if !think.is_zero() {
+            tokio::time::sleep(think.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
     }
     r
 }

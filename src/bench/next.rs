@@ -41,6 +41,14 @@ pub struct NextBenchOpts {
     /// Seconds each level runs.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Each simulated rater's pause between a judgment and its next `next`, in ms.
+    /// 0 (default): closed loops, each as fast as the server answers, which on
+    /// this machine measures saturation. With e.g. `--think-ms 5000 --concurrency
+    /// 1000`, 1,000 raters each answer every ~5 s plus the calls' time: an
+    /// offered load of ~200 judgments/s, below the server's capacity, measuring
+    /// the latency raters feel. The `seen head` rater never pauses.
+    #[arg(long, default_value_t = 0)]
+    pub think_ms: u64,
     /// Connections in the server's pool.
     #[arg(long, default_value_t = 16)]
     pub db_pool: u32,
@@ -75,11 +83,13 @@ async fn phases(url: &str, opts: &NextBenchOpts) -> anyhow::Result<()> {
     let tokens: Vec<String> = raters.iter().map(|(_, t)| t.clone()).collect();
     println!(
         "backflip bench next: {} open pairs, {} raters seeded in {:.0}s; {}s per level, \
-         server pool {} connections; client, server and PostgreSQL share this machine",
+         think time {} ms, server pool {} connections; client, server and PostgreSQL share \
+         this machine",
         opts.pairs,
         opts.raters,
         t.elapsed().as_secs_f64(),
         opts.seconds,
+        opts.think_ms,
         opts.db_pool
     );
     println!(
@@ -98,7 +108,8 @@ async fn phases(url: &str, opts: &NextBenchOpts) -> anyhow::Result<()> {
         let (harness, tokens) = (&harness, &tokens);
         async move {
             for &c in &opts.concurrency {
-                let r = harness.level(tokens, c, opts.seconds).await;
+                let think = std::time::Duration::from_millis(opts.think_ms);
+                let r = harness.level(tokens, c, opts.seconds, think).await;
                 row(phase, c, &r);
             }
         }
@@ -111,7 +122,12 @@ async fn phases(url: &str, opts: &NextBenchOpts) -> anyhow::Result<()> {
     let (rater, token) = &raters[0];
     see_head(&pool, project, *rater, opts.seen_head).await?;
     let r = harness
-        .level(std::slice::from_ref(token), 1, opts.seconds)
+        .level(
+            std::slice::from_ref(token),
+            1,
+            opts.seconds,
+            std::time::Duration::ZERO,
+        )
         .await;
     row("seen head", 1, &r);
     harness.stop().await?;

@@ -14,3 +14,13 @@ pub mod runner;
 pub mod storage;
 
 pub use runner::{Handler, Handlers, JobContext, Runner, WorkerConfig};
+
+/// Every job kind the workers run: training, exports, selection and quality reports (what
+/// `serve` and `backflip worker` register, and the tests' runners when they need them all).
+pub fn every_handler(store: crate::clips::ClipStore) -> Handlers {
+    let mut handlers = crate::reward::job_handlers(store.clone());
+    handlers.extend(crate::export::job::handlers(store.clone()));
+    handlers.extend(crate::selection::job::handlers(store));
+    handlers.extend(crate::quality::store::handlers());
+    handlers
+}

@@ -7,7 +7,7 @@ use burn::store::{ModuleRecord, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use super::model::RewardModel;
+use super::model::{RewardModel, init_model};
 use super::{MlError, Result};
 
 /// Version of the manifest layout; bumped when it changes incompatibly.
@@ -212,7 +212,7 @@ impl<M: RewardModel> Ensemble<M> {
                 let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(blob.clone()))
                     .map_err(|e| load_err(&e))?;
                 // Initialised weights are overwritten; validation rejects a shape mismatch.
-                M::init(&manifest.model, &device)
+                init_model::<M>(&manifest.model, &device, None)
                     .try_load_record(record)
                     .map_err(|e| load_err(&e))
             })
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn manifest_names_kind_config_and_members() {
         let config = MlpRewardConfig::new(3).with_d_hidden(2);
-        let member = config.init(&crate::ml::device());
+        let member = init_model::<MlpReward>(&config, &crate::ml::device(), None);
         let saved = Ensemble::<MlpReward>::from_members(config, 0.1, vec![member])
             .save()
             .unwrap();

@@ -13,6 +13,21 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::data::{CLIP_SIDE, Clip};
 use super::{MlError, Result};
 
+/// Flex draws every initialisation from one process-wide generator, and initialisation is a
+/// model's only draw (no dropout). Each initialisation holds this lock from its seeding (when
+/// seeded) to its end, so a seeded one gets the weights its seed names however many run at
+/// once in the process (the test harness runs several; `serve` can run several workers).
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `M::init` under `INIT`, seeding the generator with `seed` first when given.
+pub fn init_model<M: RewardModel>(config: &M::Config, device: &Device, seed: Option<u64>) -> M {
+    let _only_us = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(seed) = seed {
+        device.seed(seed);
+    }
+    M::init(config, device)
+}
+
 /// A network that scores rollouts; what training and inference are generic over.
 pub trait RewardModel: Module + Sync + 'static {
     /// One rollout as the model reads it.

@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use super::data::{Example, bootstrap_indices};
 use super::inference::Ensemble;
 use super::metrics::Metrics;
-use super::model::RewardModel;
+use super::model::{RewardModel, init_model};
 use super::{MlError, Result};
 
 /// Hyper-parameters of one training run (all members of the ensemble).
@@ -249,10 +249,7 @@ fn train_member<M: RewardModel>(
     let seed = config
         .seed
         .wrapping_add((m as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    // Flex seeds one process-wide generator: concurrent trainings make initialisation
-    // non-reproducible, never incorrect.
-    device.seed(seed);
-    let mut model = M::init(model_config, device);
+    let mut model = init_model::<M>(model_config, device, Some(seed));
     let mut optim = AdamWConfig::new()
         .with_weight_decay(config.l2 as f32)
         .init();

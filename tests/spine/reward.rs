@@ -5,10 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use axum::http::StatusCode;
-use backflip::{
-    jobs::{Runner, WorkerConfig, storage},
-    reward,
-};
+use backflip::jobs::{Runner, WorkerConfig, storage};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
@@ -95,7 +92,8 @@ async fn label_all(
 fn runner(app: &TestApp, lease: f64) -> Runner {
     Runner::new(
         app.pool.clone(),
-        reward::job_handlers(app.state.clips.clone()),
+        // What `serve` runs: a new version queues the queue refresh (`select`) too.
+        backflip::jobs::every_handler(app.state.clips.clone()),
         WorkerConfig::new(1, lease),
     )
 }
@@ -138,7 +136,9 @@ async fn simulated_labels_train_a_model_that_agrees_with_the_true_reward() {
         .post("/api/v1/projects/sim/train", &lead, json!(null))
         .await;
     assert_eq!(res.status, StatusCode::ACCEPTED);
-    assert_eq!(runner(&app, 60.0).drain().await.unwrap(), 1);
+    // The training run, then the queue refresh its new version queues (new projects select
+    // pairs with `mixed`).
+    assert_eq!(runner(&app, 60.0).drain().await.unwrap(), 2);
 
     let versions = app.get("/api/v1/projects/sim/models", &lead).await.json();
     let v = &versions[0];
@@ -349,7 +349,9 @@ async fn a_killed_workers_training_run_is_taken_over() {
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(runner(&app, 30.0).drain().await.unwrap(), 1);
+    // The training run, then the queue refresh its new version queues (new projects select
+    // pairs with `mixed`).
+    assert_eq!(runner(&app, 30.0).drain().await.unwrap(), 2);
     let row = storage::get(&app.pool, job).await.unwrap().unwrap();
     assert_eq!((row.status.as_str(), row.attempts), ("done", 2), "{row:?}");
     let v = app.get("/api/v1/projects/kill/models", &lead).await.json();
@@ -381,12 +383,12 @@ async fn a_killed_workers_training_run_is_taken_over() {
         (v.as_array().unwrap().len(), v[0]["current"].clone()),
         (1, json!(true))
     );
-    assert_eq!(
-        app.count("select count(*) from jobs where status = 'queued'")
-            .await,
-        1,
-        "handed back"
-    );
+    let queued: Vec<String> =
+        sqlx::query_scalar("select kind from jobs where status = 'queued' order by id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, ["train"], "handed back");
 
     // The lead's page shows the version, its charts and the job history.
     let lead_user = backflip::auth::user_by_token(&app.pool, &lead)
@@ -479,7 +481,9 @@ async fn exported_weights_reproduce_the_services_rewards() {
     }
     app.post("/api/v1/projects/exp/train", &lead, json!(null))
         .await;
-    assert_eq!(runner(&app, 60.0).drain().await.unwrap(), 1);
+    // The training run, then the queue refresh its new version queues (new projects select
+    // pairs with `mixed`).
+    assert_eq!(runner(&app, 60.0).drain().await.unwrap(), 2);
 
     let res = app
         .get("/api/v1/projects/exp/model.safetensors", &lead)

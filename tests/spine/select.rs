@@ -187,9 +187,10 @@ async fn the_strategy_setting_is_validated_and_audited() {
     let app = app().await;
     let lead = app.project("st", json!({})).await;
     let before = app.get("/api/v1/projects/st/selection", &lead).await.json();
+    // The default is the strategy the label-efficiency benchmark supports (migration 0013).
     assert_eq!(
         before,
-        json!({"strategy": "random", "random_share": 0.3, "open_target": 200})
+        json!({"strategy": "mixed", "random_share": 0.3, "open_target": 200})
     );
     for bad in [
         json!({"strategy": "greedy", "random_share": 0.3, "open_target": 10}),

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use safetensors::SafeTensors;
 
 use crate::ml::data::CLIP_SIDE;
-use crate::ml::{Clip, ClipReward, ClipRewardConfig, Ensemble, RewardModel};
+use crate::ml::{Clip, ClipReward, ClipRewardConfig, Ensemble};
 
 fn tensor(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
     let view = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -69,8 +69,9 @@ fn exported_clip_model_reproduces_its_rewards_by_the_documented_recipe() {
 
 fn check_clip_recipe(config: ClipRewardConfig) {
     let device = crate::ml::device();
-    device.seed(11);
-    let members: Vec<ClipReward> = (0..2).map(|_| ClipReward::init(&config, &device)).collect();
+    let members: Vec<ClipReward> = (0..2)
+        .map(|i| crate::ml::model::init_model::<ClipReward>(&config, &device, Some(11 + i)))
+        .collect();
     let ensemble = Ensemble::from_members(config.clone(), 0.1, members);
     let mut rng = StdRng::seed_from_u64(5);
     let n = CLIP_SIDE * CLIP_SIDE;
