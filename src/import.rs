@@ -513,4 +513,50 @@ mod tests {
             assert!(!valid_clip_name(bad), "{bad}");
         }
     }
+    #[test]
+    fn mutated_imports_are_refused_line_by_line_or_accepted_valid() {
+        use rand::SeedableRng;
+        // Random edits of a valid file through the import's parser: it never panics; a refusal
+        // names lines that exist, each with a message; what it accepts passes the line checks.
+        let body = concat!(
+            r#"{"id": "p1", "prompt": "Explain TCP slow start.", "a": {"text": "It ramps up."}, "b": {"text": "It doubles the window each RTT."}}"#,
+            "\n",
+            r#"{"id": "p2", "prompt": "Walk to the flag.", "a": {"clip": "walk-1.gif", "policy": "ckpt-3"}, "b": {"clip": "walk-2.gif"}, "meta": {"k": [1, 2]}}"#,
+            "\n",
+            r#"{"prompt": "Ünïcödé ✓", "a": {"text": "\u00e9\n"}, "b": {"text": "y"}}"#,
+            "\n",
+        )
+        .as_bytes();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1A9E);
+        let (mut accepted, mut refused) = (0, 0);
+        for i in 0..3000 {
+            let input = crate::mutate::mutate(&mut rng, body);
+            let kind = ["text", "gif"][i % 2];
+            let lines = input.split(|&b| b == b'\n').count();
+            let result = std::panic::catch_unwind(|| parse(&input, kind));
+            match result.unwrap_or_else(|_| panic!("parse panicked on mutation {i}")) {
+                Ok(pairs) => {
+                    accepted += 1;
+                    for p in &pairs {
+                        assert!(p.line >= 1 && p.line <= lines);
+                        for r in [&p.pair.a, &p.pair.b] {
+                            assert_eq!(check_rollout("a", r, kind), None);
+                        }
+                    }
+                }
+                Err(errors) => {
+                    refused += 1;
+                    assert!(!errors.is_empty());
+                    for e in &errors {
+                        assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}", e.line);
+                        assert!(!e.message.is_empty());
+                    }
+                }
+            }
+        }
+        assert!(
+            accepted > 0 && refused > 0,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
 }

@@ -30,6 +30,10 @@ pub mod labeling;
 pub mod leaderboard;
 /// Reward models with Burn: features, networks, ensembles, training, scoring.
 pub mod ml;
+/// Random mutations of valid inputs, for the parsers' never-panic tests (a stable,
+/// in-CI complement to fuzzing).
+#[cfg(test)]
+mod mutate;
 /// Projects, their settings and members.
 pub mod projects;
 /// Rater quality: agreement statistics (kappas, alpha), Dawid–Skene reliability, tests.
