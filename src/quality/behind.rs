@@ -14,13 +14,17 @@ use crate::error::{Error, Result};
 pub enum Behind {
     /// Every judgment, repeats included.
     All,
-    /// First answers (repeats left out): judgments, agreement, reliability, drift.
+    /// First answers (repeats left out): judgments, answer times.
     First,
+    /// First answers other than can't-tell: what agreement, kappa, alpha, agreement with the
+    /// majority, reliability and drift count.
+    Answers,
     /// Answers to gold pairs (can't-tell is no answer).
     Gold,
     /// Wrong answers to gold pairs.
     GoldWrong,
-    /// Swapped repeats (self-consistency): each pair page shows the earlier answer too.
+    /// Swapped repeats that self-consistency counts (neither answer can't-tell): each pair
+    /// page shows the earlier answer too.
     Repeats,
     /// First answers on the left or right side as shown (position bias).
     Left,
@@ -41,9 +45,10 @@ pub const LIST: i64 = 200;
 pub const COUNT_CAP: i64 = 10_000;
 
 impl Behind {
-    pub const ALL: [Behind; 12] = [
+    pub const ALL: [Behind; 13] = [
         Behind::All,
         Behind::First,
+        Behind::Answers,
         Behind::Gold,
         Behind::GoldWrong,
         Behind::Repeats,
@@ -61,6 +66,7 @@ impl Behind {
         match self {
             Behind::All => "all",
             Behind::First => "first",
+            Behind::Answers => "answers",
             Behind::Gold => "gold",
             Behind::GoldWrong => "gold_wrong",
             Behind::Repeats => "repeats",
@@ -89,9 +95,12 @@ impl Behind {
         match self {
             Behind::All => "every judgment, repeats included",
             Behind::First => "first answers (repeats left out)",
+            Behind::Answers => "first answers other than can't-tell (what agreement counts)",
             Behind::Gold => "answers to gold pairs (can't-tell is no answer)",
             Behind::GoldWrong => "wrong answers to gold pairs",
-            Behind::Repeats => "swapped repeats (the pair page shows the earlier answer)",
+            Behind::Repeats => {
+                "swapped repeats, neither answer can't-tell (the pair page shows the earlier one)"
+            }
             Behind::Left => "first answers for the side shown on the left",
             Behind::Right => "first answers for the side shown on the right",
             Behind::Longer => "first answers for the longer text (texts of different lengths)",
@@ -108,11 +117,16 @@ impl Behind {
         match self {
             Behind::All => "true".into(),
             Behind::First => first.into(),
+            Behind::Answers => format!("{first} and j.choice <> 'cant_tell'"),
             Behind::Gold => format!("{first} and c.gold is not null and j.choice <> 'cant_tell'"),
             Behind::GoldWrong => format!(
                 "{first} and c.gold is not null and j.choice <> 'cant_tell' and j.choice <> c.gold"
             ),
-            Behind::Repeats => "j.kind = 'repeat'".into(),
+            Behind::Repeats => "j.kind = 'repeat' and j.choice <> 'cant_tell'
+                 and exists (select 1 from assignments x
+                             join judgments o on o.assignment_id = x.repeat_of
+                             where x.id = j.assignment_id and o.choice <> 'cant_tell')"
+                .into(),
             Behind::Left => format!("{first} and j.displayed_choice = 'left'"),
             Behind::Right => format!("{first} and j.displayed_choice = 'right'"),
             Behind::Longer => format!(
@@ -127,15 +141,49 @@ impl Behind {
     }
 }
 
-/// The judgments behind a figure, newest first (at most `LIST`), and how many there are
-/// (counted up to `COUNT_CAP` + 1). `rater`: one rater's; None: the project's raters who are
-/// not excluded.
+/// The judgments behind a figure, newest first (at most `LIST`). `rater`: one rater's; None:
+/// the project's raters who are not excluded.
 pub async fn list(
     pool: &PgPool,
     project_id: Uuid,
     rater: Option<Uuid>,
     behind: Behind,
-) -> Result<(i64, Vec<Recent>)> {
+) -> Result<Vec<Recent>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select j.assignment_id as assignment, j.comparison_id as pair, c.external_id,
+                j.displayed_choice as displayed, j.choice, j.kind, c.gold, j.duration_ms,
+                to_char(j.created_at at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS') as at
+         {} order by j.created_at desc limit $3",
+        from(rater, behind)
+    )))
+    .bind(project_id)
+    .bind(rater)
+    .bind(LIST)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How many judgments are behind a figure, counted up to `COUNT_CAP` + 1.
+pub async fn count(
+    pool: &PgPool,
+    project_id: Uuid,
+    rater: Option<Uuid>,
+    behind: Behind,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(*) from (select 1 {} limit $3) n",
+        from(rater, behind)
+    )))
+    .bind(project_id)
+    .bind(rater)
+    .bind(COUNT_CAP + 1)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The `from … where …` of both queries: `$1` project, `$2` rater (or null). Built from the
+/// constants above only: no input reaches the SQL text.
+fn from(rater: Option<Uuid>, behind: Behind) -> String {
     let who = match rater {
         Some(_) => "j.rater_id = $2",
         None => {
@@ -150,32 +198,11 @@ pub async fn list(
         }
         _ => "",
     };
-    let from = format!(
+    format!(
         "from judgments j join comparisons c on c.id = j.comparison_id {lengths}
          where j.project_id = $1 and {who} and {}",
         behind.condition()
-    );
-    // Built from the constants above only: no input reaches the SQL text.
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select j.assignment_id as assignment, j.comparison_id as pair, c.external_id,
-                j.displayed_choice as displayed, j.choice, j.kind, c.gold, j.duration_ms,
-                to_char(j.created_at at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS') as at
-         {from} order by j.created_at desc limit $3"
-    )))
-    .bind(project_id)
-    .bind(rater)
-    .bind(LIST)
-    .fetch_all(pool)
-    .await?;
-    let count = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select count(*) from (select 1 {from} limit $3) n"
-    )))
-    .bind(project_id)
-    .bind(rater)
-    .bind(COUNT_CAP + 1)
-    .fetch_one(pool)
-    .await?;
-    Ok((count, rows))
+    )
 }
 
 /// A rater of the project by name: a member, or anyone who judged in it.

@@ -474,6 +474,12 @@ async fn dashboards_show_the_numbers_of_a_hand_built_dataset() {
     // Gold pair P4: r2 a (right), r3 b (wrong); r1's can't-tell is no answer.
     for (query, want) in [
         ("show=first", "12"),
+        // Agreement's answers leave r1's can't-tell out.
+        ("show=answers", "11"),
+        ("rater=r1&show=answers", "3"),
+        ("show=repeats", "0"),
+        // "answer A1" and "answer B1" are as long as each other: no answer counts for length.
+        ("show=longer", "0"),
         ("show=gold", "2"),
         ("show=gold_wrong", "1"),
         ("show=tie", "1"),

@@ -112,10 +112,10 @@ impl RaterRow {
             paused: r.paused,
             judgments: r.judgments,
             cells: vec![
-                Cell::share(&r.majority_agreement, Behind::First),
+                Cell::share(&r.majority_agreement, Behind::Answers),
                 Cell::share(&r.gold_accuracy, Behind::Gold),
                 Cell::share(&r.self_consistency, Behind::Repeats),
-                Cell::value(r.reliability, 3, Behind::First),
+                Cell::value(r.reliability, 3, Behind::Answers),
                 Cell::tested(&r.position, Behind::Left),
                 r.length.as_ref().map_or_else(
                     || Cell::value(None, 0, Behind::Longer),
@@ -188,16 +188,16 @@ pub(super) async fn quality_page(
         kappa[j][i] = p.kappa;
     }
     let a = &q.agreement;
-    let first = Behind::First;
+    let (first, answers) = (Behind::First, Behind::Answers);
     let summary = vec![
         ("Judgments (first answers)", q.judgments.to_string(), first),
-        ("Pairs with 2+ answers", a.pairs.to_string(), first),
-        ("Percent agreement", num(a.percent, 3), first),
-        ("Fleiss' kappa", num(a.fleiss_kappa, 3), first),
+        ("Pairs with 2+ answers", a.pairs.to_string(), answers),
+        ("Percent agreement", num(a.percent, 3), answers),
+        ("Fleiss' kappa", num(a.fleiss_kappa, 3), answers),
         (
             "Krippendorff's alpha (nominal)",
             num(a.krippendorff_alpha, 3),
-            first,
+            answers,
         ),
         ("Gold accuracy", q.gold_accuracy.describe(), Behind::Gold),
         (
@@ -291,14 +291,14 @@ pub(super) async fn rater_page(
         true => Some(actions::preview_exclusion(&state.pool, &access, &name).await?),
         false => None,
     };
-    let (_, recent) = behind::list(&state.pool, access.project.id, Some(r.id), Behind::All).await?;
-    let first = Behind::First;
+    let recent = behind::list(&state.pool, access.project.id, Some(r.id), Behind::All).await?;
+    let (first, answers) = (Behind::First, Behind::Answers);
     let figures = vec![
         ("Judgments (first answers)", r.judgments.to_string(), first),
         (
             "Agreement with the others' majority",
             r.majority_agreement.describe(),
-            first,
+            answers,
         ),
         ("Gold accuracy", r.gold_accuracy.describe(), Behind::Gold),
         (
@@ -306,7 +306,7 @@ pub(super) async fn rater_page(
             r.self_consistency.describe(),
             Behind::Repeats,
         ),
-        ("Reliability (Dawid–Skene)", num(r.reliability, 3), first),
+        ("Reliability (Dawid–Skene)", num(r.reliability, 3), answers),
         (
             "Left share",
             Cell::tested(&r.position, Behind::Left).text,
@@ -335,12 +335,12 @@ pub(super) async fn rater_page(
         (
             "Drift within sessions (agreement, first → second half)",
             drift_text(&r.session_drift),
-            first,
+            answers,
         ),
         (
             "Drift over days (agreement, first → second half)",
             drift_text(&r.day_drift),
-            first,
+            answers,
         ),
     ];
     let c = chrome(&s);
@@ -464,13 +464,9 @@ pub(super) async fn judgments_page(
         )),
         None => None,
     };
-    let (count, rows) = behind::list(
-        &state.pool,
-        access.project.id,
-        rater.as_ref().map(|r| r.0),
-        show,
-    )
-    .await?;
+    let rater_id = rater.as_ref().map(|r| r.0);
+    let rows = behind::list(&state.pool, access.project.id, rater_id, show).await?;
+    let count = behind::count(&state.pool, access.project.id, rater_id, show).await?;
     let c = chrome(&s);
     Ok(JudgmentsPage {
         user: c.user,
