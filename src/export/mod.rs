@@ -29,6 +29,20 @@ macro_rules! judgment_filters {
     };
 }
 
+/// Bind the filter parameters $1..$7 of `judgment_filters!` in order, to a `query` or a
+/// `query_as` alike (their `bind`s are separate methods, so a macro rather than a function).
+macro_rules! bind_filters {
+    ($q:expr, $plan:expr) => {
+        $q.bind($plan.project.id)
+            .bind($plan.since)
+            .bind($plan.until)
+            .bind(&$plan.raters)
+            .bind(&$plan.exclude)
+            .bind($plan.args.include_gold)
+            .bind(&$plan.args.policy)
+    };
+}
+
 /// Pairs in import order, their rollouts, then their judgments (`c`, `ra`, `rb`, `j`).
 macro_rules! judgment_joins {
     () => {

@@ -260,13 +260,7 @@ fn bind<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     plan: &'q Plan,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(plan.project.id)
-        .bind(plan.since)
-        .bind(plan.until)
-        .bind(&plan.raters)
-        .bind(&plan.exclude)
-        .bind(plan.args.include_gold)
-        .bind(&plan.args.policy)
+    bind_filters!(q, plan)
 }
 
 pub(super) async fn raw(pool: &PgPool, plan: &Plan, out: &mut Out) -> anyhow::Result<Summary> {

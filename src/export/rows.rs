@@ -14,13 +14,7 @@ pub fn bind_filters<'q, O>(
     q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     plan: &'q Plan,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    q.bind(plan.project.id)
-        .bind(plan.since)
-        .bind(plan.until)
-        .bind(&plan.raters)
-        .bind(&plan.exclude)
-        .bind(plan.args.include_gold)
-        .bind(&plan.args.policy)
+    bind_filters!(q, plan)
 }
 
 /// One judgment (raw-jsonl and csv). Field order is the column order.
