@@ -397,6 +397,11 @@ const JUDGMENT_COLUMNS: &str = "id, assignment_id, comparison_id, choice, displa
      left_is_a, strength, rationale, content_flag, flag_reason, duration_ms, replays, \
      answered_before_clip_end, created_at";
 
+/// Optional free text as stored: trimmed, and None when blank.
+fn non_blank(text: &Option<String>) -> Option<&str> {
+    text.as_deref().map(str::trim).filter(|t| !t.is_empty())
+}
+
 /// Map a displayed answer to canonical (a/b) terms.
 pub fn canonical(displayed: &str, left_is_a: bool) -> &'static str {
     match (displayed, left_is_a) {
@@ -561,21 +566,9 @@ pub async fn submit(
         .bind(&input.choice)
         .bind(left_is_a)
         .bind(input.strength)
-        .bind(
-            input
-                .rationale
-                .as_deref()
-                .map(str::trim)
-                .filter(|r| !r.is_empty()),
-        )
+        .bind(non_blank(&input.rationale))
         .bind(input.content_flag)
-        .bind(
-            input
-                .flag_reason
-                .as_deref()
-                .map(str::trim)
-                .filter(|r| !r.is_empty()),
-        )
+        .bind(non_blank(&input.flag_reason))
         .bind(input.duration_ms)
         .bind(idempotency_key)
         .bind(input.replays)

@@ -58,11 +58,8 @@ pub async fn disagreements(
     if !has_model {
         return Ok(None);
     }
-    let ids: Vec<Uuid> = majority
-        .iter()
-        .take(CHECKED_PAIRS)
-        .map(|p| p.pair)
-        .collect();
+    let majority = &majority[..majority.len().min(CHECKED_PAIRS)];
+    let ids: Vec<Uuid> = majority.iter().map(|p| p.pair).collect();
     let sides: HashMap<Uuid, (Uuid, Uuid)> = sqlx::query_as(
         "select id, rollout_a, rollout_b from comparisons where id = any($1) and project_id = $2",
     )
@@ -75,7 +72,6 @@ pub async fn disagreements(
     .collect();
     let rows: Vec<(&SplitPair, (Uuid, Uuid))> = majority
         .iter()
-        .take(CHECKED_PAIRS)
         .filter_map(|p| Some((p, *sides.get(&p.pair)?)))
         .collect();
     if rows.is_empty() {

@@ -145,6 +145,38 @@ pub fn vector_examples(kind: ModelKind, rows: &[Labelled]) -> Vec<(Uuid, Example
         .collect()
 }
 
+/// Stored rollouts of a project by id, as a model reads them (one query, any number of ids;
+/// ids of other projects' rollouts are not found).
+pub async fn rollouts(
+    pool: &PgPool,
+    project_id: Uuid,
+    ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, RolloutContent>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<RolloutContent> = sqlx::query_as(
+        "select id, body, clip_sha256, meta -> 'features' as features from rollouts
+         where id = any($1) and project_id = $2",
+    )
+    .bind(ids)
+    .bind(project_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+}
+
+/// [`clips`] of every clip rollout among `rollouts`, each clip read once.
+pub async fn clips_of<'a>(
+    pool: &PgPool,
+    rollouts: impl Iterator<Item = &'a RolloutContent>,
+) -> sqlx::Result<HashMap<String, Clip>> {
+    let mut shas: Vec<String> = rollouts.filter_map(|r| r.clip_sha256.clone()).collect();
+    shas.sort();
+    shas.dedup();
+    clips(pool, &shas).await
+}
+
 /// Decoded training frames of clips, by sha256, at most `MAX_TRAINING_FRAMES` each.
 pub async fn clips(pool: &PgPool, shas: &[String]) -> sqlx::Result<HashMap<String, Clip>> {
     let rows: Vec<(String, i32, i32, Vec<u8>)> = sqlx::query_as(

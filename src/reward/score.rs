@@ -161,31 +161,9 @@ pub async fn score(
     })?;
     // Stored rollouts and their clips in one query each, whatever the request's size.
     let ids: Vec<Uuid> = req.rollouts.iter().filter_map(|r| r.rollout_id).collect();
-    let stored: HashMap<Uuid, data::RolloutContent> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, data::RolloutContent>(
-            "select id, body, clip_sha256, meta -> 'features' as features from rollouts
-             where id = any($1) and project_id = $2",
-        )
-        .bind(&ids)
-        .bind(project.id)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect()
-    };
+    let stored = data::rollouts(pool, project.id, &ids).await?;
     let clips = match kind {
-        ModelKind::Clip => {
-            let mut shas: Vec<String> = stored
-                .values()
-                .filter_map(|r| r.clip_sha256.clone())
-                .collect();
-            shas.sort();
-            shas.dedup();
-            data::clips(pool, &shas).await?
-        }
+        ModelKind::Clip => data::clips_of(pool, stored.values()).await?,
         _ => HashMap::new(),
     };
     let mut inputs = Vec::with_capacity(req.rollouts.len());

@@ -10,11 +10,7 @@ use uuid::Uuid;
 use crate::{
     clips::ClipStore,
     error::Result,
-    reward::{
-        ModelCache, ModelKind,
-        data::{self, RolloutContent},
-        score::Loaded,
-    },
+    reward::{ModelCache, ModelKind, data, score::Loaded},
 };
 
 /// What scoring needs: the object store (weights, clips) and loaded models.
@@ -40,17 +36,11 @@ pub async fn disagreement(
     let mut ids: Vec<Uuid> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
     ids.sort();
     ids.dedup();
-    let rows: Vec<RolloutContent> = sqlx::query_as(
-        "select id, body, clip_sha256, meta -> 'features' as features from rollouts
-         where id = any($1)",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
+    let rows = data::rollouts(pool, project_id, &ids).await?;
     let scores = match &*loaded {
         Loaded::Mlp(_) => {
             let inputs: HashMap<Uuid, Vec<f32>> = rows
-                .iter()
+                .values()
                 .filter_map(|r| Some((r.id, data::vector(kind, r)?)))
                 .filter(|(_, v)| !matches!(kind, ModelKind::Features(d) if v.len() != d))
                 .collect();
@@ -61,10 +51,9 @@ pub async fn disagreement(
             .await?
         }
         Loaded::Clip(_) => {
-            let shas: Vec<String> = rows.iter().filter_map(|r| r.clip_sha256.clone()).collect();
-            let clips = data::clips(pool, &shas).await?;
+            let clips = data::clips_of(pool, rows.values()).await?;
             let inputs: HashMap<Uuid, crate::ml::Clip> = rows
-                .iter()
+                .values()
                 .filter_map(|r| Some((r.id, clips.get(r.clip_sha256.as_ref()?)?.clone())))
                 .collect();
             in_blocking(loaded, pairs, inputs, |l, p| match l {
