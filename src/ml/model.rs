@@ -4,7 +4,7 @@
 //! [`RewardModel`] trait, so a new kind of rollout is a new implementation of it.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -14,18 +14,31 @@ use super::data::{CLIP_SIDE, Clip};
 use super::{MlError, Result};
 
 /// Flex draws every initialisation from one process-wide generator, and initialisation is a
-/// model's only draw (no dropout). Each initialisation holds this lock from its seeding (when
-/// seeded) to its end, so a seeded one gets the weights its seed names however many run at
-/// once in the process (the test harness runs several; `serve` can run several workers).
+/// model's only draw (no dropout). A seeded initialisation holds this lock from its seeding
+/// until every weight is drawn, so it gets the weights its seed names however many run at once
+/// in the process (the test harness runs several; `serve` can run several workers).
 static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `M::init` under `INIT`, seeding the generator with `seed` first when given.
+/// `M::init` under `INIT`, seeding the generator with `seed` first when given. Burn draws a
+/// parameter's values lazily, on its first use; a seeded model's are drawn here, under the
+/// lock (an unseeded one is about to be overwritten by loaded weights, so it draws nothing).
 pub fn init_model<M: RewardModel>(config: &M::Config, device: &Device, seed: Option<u64>) -> M {
+    /// Touches every float parameter, which draws its lazy initial values.
+    struct DrawNow;
+    impl ModuleVisitor for DrawNow {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
     let _only_us = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(seed) = seed {
         device.seed(seed);
     }
-    M::init(config, device)
+    let model = M::init(config, device);
+    if seed.is_some() {
+        model.visit(&mut DrawNow);
+    }
+    model
 }
 
 /// A network that scores rollouts; what training and inference are generic over.
