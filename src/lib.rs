@@ -18,6 +18,10 @@ pub mod error;
 /// Exports: raw judgments and aggregated preferences (JSONL, CSV, Parquet, bundles)
 /// with manifests and dataset cards, streamed in flat memory.
 pub mod export;
+/// One-input checks of the untrusted-input parsers, for cargo-fuzz (`fuzz/`) and the
+/// mutation tests.
+#[doc(hidden)]
+pub mod fuzzing;
 /// HTTP: the JSON API, the lead pages, health checks.
 pub mod http;
 /// JSONL import of pairs, shared by the API and the CLI.

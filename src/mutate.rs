@@ -3,7 +3,32 @@
 //! ranges), as a fuzzer's first mutators do. The parsers' tests feed thousands of these
 //! through the real entry points and check that each is refused or accepted cleanly.
 
-use rand::{Rng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::fuzzing::Outcome;
+
+/// Feeds `rounds` mutations of the `seeds` (in turn) to `check`, one of the
+/// [`crate::fuzzing`] checks, and counts (accepted, refused); a panic names the mutation.
+/// Both counts must be non-zero, so the edits reach past the first checks.
+pub(crate) fn exercise(seeds: &[&[u8]], rounds: usize, rng_seed: u64, check: fn(&[u8]) -> Outcome) {
+    let mut rng = StdRng::seed_from_u64(rng_seed);
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..rounds {
+        let input = mutate(&mut rng, seeds[i % seeds.len()]);
+        match std::panic::catch_unwind(|| check(&input)) {
+            Ok(Outcome::Accepted) => accepted += 1,
+            Ok(Outcome::Refused) => refused += 1,
+            Err(_) => panic!(
+                "mutation {i} broke the check: {:?}",
+                String::from_utf8_lossy(&input)
+            ),
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}
 
 /// `input` with 1 to 8 random edits.
 pub(crate) fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {

@@ -38,6 +38,18 @@ pub fn is_rollouts_file(body: &[u8]) -> bool {
         .is_some_and(|v| v.get("rollout").is_some())
 }
 
+/// [`parse`] for the fuzzing checks: each accepted rollout's line, group and rollout.
+pub(crate) fn parse_rollouts(
+    body: &[u8],
+    media_kind: &str,
+) -> std::result::Result<Vec<(usize, String, RolloutLine)>, Vec<LineError>> {
+    let rollouts = parse(body, media_kind)?;
+    Ok(rollouts
+        .into_iter()
+        .map(|(line, r)| (line, r.group, r.rollout))
+        .collect())
+}
+
 /// Check every line; return the rollouts with their line numbers, or every problem.
 fn parse(
     body: &[u8],
@@ -187,6 +199,20 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mutated_rollout_files_are_refused_line_by_line_or_accepted_valid() {
+        let body = concat!(
+            r#"{"id": "r1", "group": "prompt-17", "prompt": "Explain TCP.", "rollout": {"text": "It ramps up.", "policy": "ckpt-3"}}"#,
+            "\n",
+            r#"{"group": "walk", "prompt": "Walk to the flag.", "rollout": {"clip": "walk-1.gif", "meta": {"k": [1, 2]}}}"#,
+            "\n",
+            r#"{"group": "ü", "prompt": "Ünïcödé ✓", "rollout": {"text": "\u00e9\n"}}"#,
+            "\n",
+        )
+        .as_bytes();
+        crate::mutate::exercise(&[body], 3000, 0x5E1E, crate::fuzzing::rollouts_file);
+    }
 
     #[test]
     fn every_bad_rollout_line_is_reported() {
