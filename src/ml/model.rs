@@ -7,7 +7,7 @@ use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::data::{CLIP_SIDE, Clip};
@@ -152,6 +152,15 @@ pub struct ClipRewardConfig {
     /// Φ(last) − Φ(first). Off (plain per-step reward) in configs saved before this field.
     /// (An `Option` so manifests without the field load: absent means off.)
     pub potential: Option<bool>,
+    /// Keypoint head, with this many hidden units: the last convolution keeps a 16×16 map
+    /// (stride 1); a softmax over each channel's positions gives the expected x and y of its
+    /// feature (spatial-softmax keypoints, Levine et al. 2016, "End-to-end training of deep
+    /// visuomotor policies"); an MLP with one hidden ReLU layer maps the keypoints and the
+    /// distances between every two of them to the output. The plain head is linear in local
+    /// features, so its output is a sum over places in the image and cannot say how far one
+    /// thing is from another; this one can. Absent (the plain head) in configs saved before
+    /// this field.
+    pub keypoints: Option<usize>,
 }
 
 /// Per-frame CNN reward summed over a clip: r(clip) = Σₜ r(frames t−k+1..=t).
@@ -160,7 +169,11 @@ pub struct ClipReward {
     conv1: Conv2d,
     conv2: Conv2d,
     conv3: Conv2d,
+    /// Plain head: flattened map → 1. Keypoints: 2·c3 coordinates and c3² distances →
+    /// hidden units.
     head: Linear,
+    /// Keypoints only: hidden units → 1.
+    out: Option<Linear>,
     frame_stack: usize,
     coord: bool,
     potential: bool,
@@ -188,6 +201,20 @@ impl ClipRewardConfig {
                 .init(device)
         };
         let side = CLIP_SIDE / 8;
+        let (conv3, head, out) = match self.keypoints {
+            None => (
+                conv(c2, c3, 3, 1),
+                LinearConfig::new(c3 * side * side, 1).init(device),
+                None,
+            ),
+            Some(hidden) => (
+                Conv2dConfig::new([c2, c3], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init(device),
+                LinearConfig::new(2 * c3 + c3 * c3, hidden).init(device),
+                Some(LinearConfig::new(hidden, 1).init(device)),
+            ),
+        };
         ClipReward {
             conv1: conv(
                 self.frame_stack + if self.coord() { 2 } else { 0 },
@@ -196,8 +223,9 @@ impl ClipRewardConfig {
                 2,
             ),
             conv2: conv(c1, c2, 3, 1),
-            conv3: conv(c2, c3, 3, 1),
-            head: LinearConfig::new(c3 * side * side, 1).init(device),
+            conv3,
+            head,
+            out,
             frame_stack: self.frame_stack,
             coord: self.coord(),
             potential: self.potential(),
@@ -210,9 +238,30 @@ impl ClipReward {
     pub fn forward(&self, frames: Tensor<4>) -> Tensor<1> {
         let x = relu(self.conv1.forward(frames)); // [steps, c1, 32, 32]
         let x = relu(self.conv2.forward(x)); // [steps, c2, 16, 16]
-        let x = relu(self.conv3.forward(x)); // [steps, c3, 8, 8]
-        let x = x.flatten::<2>(1, 3); // [steps, c3 * 64]
-        self.head.forward(x).squeeze_dim::<1>(1) // [steps]
+        let x = relu(self.conv3.forward(x)); // [steps, c3, 8, 8], keypoints [steps, c3, 16, 16]
+        let Some(out) = &self.out else {
+            let x = x.flatten::<2>(1, 3); // [steps, c3 * 64]
+            return self.head.forward(x).squeeze_dim::<1>(1); // [steps]
+        };
+        let [steps, c3, h, w] = x.dims();
+        let attention = softmax(x.reshape([steps * c3, h * w]), 1);
+        let grid = Tensor::<2>::from_data(
+            TensorData::new(position_grid(h, w).collect::<Vec<f32>>(), [h * w, 2]),
+            &attention.device(),
+        );
+        let points = attention.matmul(grid).reshape([steps, c3, 2]); // x, y of each channel
+        // Distance between keypoints i and j at [i * c3 + j]; the 1e-6 keeps the gradient of
+        // sqrt finite on the diagonal.
+        let apart = points.clone().unsqueeze_dim::<4>(2) - points.clone().unsqueeze_dim::<4>(1);
+        let distances = apart
+            .powi_scalar(2)
+            .sum_dim(3)
+            .add_scalar(KEYPOINT_EPSILON)
+            .sqrt()
+            .reshape([steps, c3 * c3]);
+        let features = Tensor::cat(vec![points.reshape([steps, c3 * 2]), distances], 1);
+        let hidden = relu(self.head.forward(features));
+        out.forward(hidden).squeeze_dim::<1>(1) // [steps]
     }
 }
 
@@ -280,10 +329,23 @@ impl RewardModel for ClipReward {
     }
 }
 
-/// The two CoordConv channels: x then y of each pixel centre, from −1 (left, top) to 1.
+/// Added under the square root of the keypoint distances.
+const KEYPOINT_EPSILON: f32 = 1e-6;
+
+/// The centre of cell `i` of `n` along an axis, from −1 (left, top edge) to 1.
+fn centre(i: usize, n: usize) -> f32 {
+    (2 * i + 1) as f32 / n as f32 - 1.0
+}
+
+/// Each position of an `h`×`w` map (row-major) as its centre's (x, y).
+fn position_grid(h: usize, w: usize) -> impl Iterator<Item = f32> {
+    (0..h * w).flat_map(move |p| [centre(p % w, w), centre(p / w, h)])
+}
+
+/// The two CoordConv channels: x then y of each pixel centre.
 fn coord_channels() -> impl Iterator<Item = f32> {
-    let pos = |i: usize| (2 * i + 1) as f32 / CLIP_SIDE as f32 - 1.0;
-    let xs = (0..CLIP_SIDE * CLIP_SIDE).map(move |p| pos(p % CLIP_SIDE));
-    let ys = (0..CLIP_SIDE * CLIP_SIDE).map(move |p| pos(p / CLIP_SIDE));
+    let n = CLIP_SIDE * CLIP_SIDE;
+    let xs = (0..n).map(|p| centre(p % CLIP_SIDE, CLIP_SIDE));
+    let ys = (0..n).map(|p| centre(p / CLIP_SIDE, CLIP_SIDE));
     xs.chain(ys)
 }
