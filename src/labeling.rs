@@ -10,10 +10,12 @@
 //! are reaped (and their slot given back) in a short statement of their own
 //! that skips rows a judgment is writing.
 //!
-//! Round trips are the cost on this path (`backflip bench next`): a regular
-//! `next` is two statements after the caller's project lookup — reap plus the
-//! rater's leases, then one that picks, takes a slot, leases and reads the
-//! pair — and a judgment is one locked read and one write in a transaction.
+//! Round trips are the cost on this path (`backflip bench submit`, `bench
+//! next`): after the caller's token and project lookups, a regular `next` is one
+//! statement (reap, the rater's leases, pick, take a slot, lease, read the
+//! pair) and a judgment is one statement (judge the lease, write the judgment,
+//! count it, queue the jobs it calls for), each its own transaction. The
+//! uncommon answers (a quality check, a refusal) take a few more.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -81,38 +83,97 @@ fn is_retryable(e: &anyhow::Error) -> bool {
 /// given. `kind <> 'repeat'` changes nothing (a repeat is always of a pair the
 /// rater holds a judged regular assignment for) but lets the anti-join probe the
 /// partial unique index `assignments_rater_pair_idx` once per candidate, instead
-/// of reading the rater's whole history.
+/// of reading the rater's whole history. `offset 0` keeps PostgreSQL from turning
+/// the test into an anti-join: as one, with an estimate of the rater's history
+/// older than the history, it read that whole history again for every candidate
+/// (over 1,000 rows each, `bench submit`). `{GUARD}`: further conditions.
 const PICK_OPEN_PAIR: &str = "select c.id from comparisons c
      where c.project_id = $1 and c.judged_count + c.leased_count < c.overlap
        and not exists (select 1 from assignments a
                        where a.comparison_id = c.id and a.rater_id = $2
-                         and a.state <> 'expired' and a.kind <> 'repeat')
+                         and a.state <> 'expired' and a.kind <> 'repeat'
+                       offset 0)
+       {GUARD}
      order by c.priority desc, c.seq
      limit 1";
 
-/// Take a slot of the picked pair, lease it to the rater and read it as shown,
-/// in one statement: `$1` project, `$2` rater, `$3` left_is_a, `$4` lease seconds.
-const ASSIGN_OPEN_PAIR: &str = "with picked as (
+/// Take a slot of the picked pair, lease it to the rater and read it as shown:
+/// `$1` project, `$2` rater, `$3` left_is_a, `$4` lease seconds. Common table
+/// expressions, ending in `shown`.
+const ASSIGN_OPEN_PAIR: &str = "picked as (
          update comparisons set leased_count = leased_count + 1
          where id = ({PICK} {LOCK})
          returning id, prompt, rollout_a, rollout_b),
      assigned as (
          insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at, kind)
          select id, $1, $2, $3, now() + make_interval(secs => $4), 'regular' from picked
-         returning id, expires_at)
-     select a.id, a.expires_at, p.prompt, ra.body, ra.clip_sha256, rb.body, rb.clip_sha256
-     from assigned a, picked p
-     join rollouts ra on ra.id = p.rollout_a
-     join rollouts rb on rb.id = p.rollout_b";
+         returning id, expires_at),
+     shown as (
+         select a.id, a.expires_at, p.prompt, ra.body as a_body, ra.clip_sha256 as a_clip,
+                rb.body as b_body, rb.clip_sha256 as b_clip
+         from assigned a, picked p
+         join rollouts ra on ra.id = p.rollout_a
+         join rollouts rb on rb.id = p.rollout_b)";
 
-/// [`ASSIGN_OPEN_PAIR`] with its lock clause: first skipping pairs other raters
-/// are taking right now, then waiting for them.
-static ASSIGN_SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-    ["for update of c skip locked", "for update of c"].map(|lock| {
-        ASSIGN_OPEN_PAIR
-            .replace("{PICK}", PICK_OPEN_PAIR)
-            .replace("{LOCK}", lock)
-    })
+/// The pick with its lock clause and guard, as a statement's tail.
+fn assign_sql(lock: &str, guard: &str) -> String {
+    ASSIGN_OPEN_PAIR
+        .replace("{PICK}", &PICK_OPEN_PAIR.replace("{GUARD}", guard))
+        .replace("{LOCK}", lock)
+}
+
+/// A regular pair on its own, waiting for pairs other raters are taking right
+/// now (see [`try_next`]).
+static ASSIGN_WAITING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "with {} select * from shown",
+        assign_sql("for update of c", "")
+    )
+});
+
+/// The regular `next` in one statement, `$5` and `$6` being the gold and repeat
+/// rolls: give the project's expired leases back to the queue (skipping leases
+/// a judgment is writing), read the quality settings, whether the rater is
+/// paused and the oldest live lease with how many the rater holds (`s`), and —
+/// only when the rater may have a new regular pair — pick one, skipping pairs
+/// other raters are taking right now, and lease it. A pair reaped here is not
+/// picked in the same statement (a row is changed once per statement); the
+/// waiting pick that follows an empty answer sees it.
+static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "with expired as (
+             update assignments set state = 'expired'
+             where id in (select id from assignments
+                          where project_id = $1 and state = 'leased' and expires_at <= now()
+                          for update skip locked)
+             returning comparison_id, kind),
+         per_pair as (select comparison_id, count(*) as n from expired
+                      where kind = 'regular' group by comparison_id),
+         reaped as (update comparisons c set leased_count = c.leased_count - p.n
+                    from per_pair p where c.id = p.comparison_id),
+         s as (
+             select p.gold_rate, p.repeat_rate,
+                    exists (select 1 from project_members m where m.project_id = p.id
+                            and m.user_id = $2 and m.paused_at is not null) as paused,
+                    h.id as held, h.comparison_id as held_pair, h.left_is_a as held_left_is_a,
+                    h.expires_at as held_expires_at, h.n as held_count
+             from projects p left join lateral (
+                 select id, comparison_id, left_is_a, expires_at, count(*) over () as n
+                 from assignments
+                 where rater_id = $2 and project_id = p.id and state = 'leased' and expires_at > now()
+                 order by created_at limit 1) h on true
+             where p.id = $1),
+         {}
+         select s.*, shown.* from s left join shown on true",
+        assign_sql(
+            "for update of c skip locked",
+            &format!(
+                "and (select not paused and coalesce(held_count, 0) < {MAX_LIVE_LEASES}
+                             and $5 >= gold_rate and $6 >= repeat_rate from s)
+                 and c.id not in (select comparison_id from per_pair)"
+            ),
+        )
+    )
 });
 
 /// A pair as read for the rater: assignment id, lease expiry, prompt, and the
@@ -127,95 +188,108 @@ type ShownRow = (
     Option<String>,
 );
 
+/// [`NEXT`]'s answer.
+#[derive(sqlx::FromRow)]
+struct NextRow {
+    gold_rate: f32,
+    repeat_rate: f32,
+    paused: bool,
+    held: Option<Uuid>,
+    held_pair: Option<Uuid>,
+    held_left_is_a: Option<bool>,
+    held_expires_at: Option<OffsetDateTime>,
+    held_count: Option<i64>,
+    id: Option<Uuid>,
+    expires_at: Option<OffsetDateTime>,
+    prompt: Option<String>,
+    a_body: Option<String>,
+    a_clip: Option<String>,
+    b_body: Option<String>,
+    b_clip: Option<String>,
+}
+
 async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
-
-    // In one round trip: give the project's expired leases back to the queue (a
-    // short statement of its own, skipping leases a judgment is writing), and
-    // read the quality settings, whether the rater is paused, and the oldest
-    // live lease with how many the rater holds.
-    type Held = (
-        f32,
-        f32,
-        bool,
-        Option<Uuid>,
-        Option<Uuid>,
-        Option<bool>,
-        Option<OffsetDateTime>,
-        Option<i64>,
-    );
-    let (gold_rate, repeat_rate, paused, id, comparison_id, left_is_a, expires_at, n): Held =
-        sqlx::query_as(
-            "with expired as (
-                 update assignments set state = 'expired'
-                 where id in (select id from assignments
-                              where project_id = $2 and state = 'leased' and expires_at <= now()
-                              for update skip locked)
-                 returning comparison_id, kind),
-             per_pair as (select comparison_id, count(*) as n from expired
-                          where kind = 'regular' group by comparison_id),
-             reaped as (update comparisons c set leased_count = c.leased_count - p.n
-                        from per_pair p where c.id = p.comparison_id)
-             select p.gold_rate, p.repeat_rate,
-                    exists (select 1 from project_members m where m.project_id = p.id
-                            and m.user_id = $1 and m.paused_at is not null),
-                    h.id, h.comparison_id, h.left_is_a, h.expires_at, h.n
-             from projects p left join lateral (
-                 select id, comparison_id, left_is_a, expires_at, count(*) over () as n
-                 from assignments
-                 where rater_id = $1 and project_id = p.id and state = 'leased' and expires_at > now()
-                 order by created_at limit 1) h on true
-             where p.id = $2",
+    // Quality checks, each taken only at its configured rate: a gold pair the
+    // rater has not seen, or one of their judged pairs again with the sides
+    // swapped. Neither touches the pair's counts.
+    let (gold_roll, repeat_roll, left_is_a) = {
+        let mut rng = rand::rng();
+        (
+            rng.random::<f32>(),
+            rng.random::<f32>(),
+            rng.random_bool(0.5),
         )
-        .bind(rater.id)
+    };
+    let row: NextRow = sqlx::query_as(sqlx::AssertSqlSafe(NEXT.as_str()))
         .bind(project.id)
+        .bind(rater.id)
+        .bind(left_is_a)
+        .bind(f64::from(project.lease_seconds))
+        .bind(gold_roll)
+        .bind(repeat_roll)
         .fetch_one(pool)
         .await?;
-    if paused {
+    if row.paused {
         return Err(Error::Conflict {
             code: "paused",
             message: "the project's leads have paused your labeling here".into(),
         });
     }
-    if let (Some(id), Some(comparison_id), Some(left_is_a), Some(expires_at), Some(n)) =
-        (id, comparison_id, left_is_a, expires_at, n)
-        && n >= MAX_LIVE_LEASES
+    if let (Some(id), Some(comparison_id), Some(left_is_a), Some(expires_at), Some(n)) = (
+        row.held,
+        row.held_pair,
+        row.held_left_is_a,
+        row.held_expires_at,
+        row.held_count,
+    ) && n >= MAX_LIVE_LEASES
     {
         return Ok(Some(
             shown(pool, id, comparison_id, left_is_a, expires_at).await?,
         ));
     }
-
-    // Quality checks, each taken only at its configured rate and each a single
-    // indexed probe: a gold pair the rater has not seen, or one of their judged
-    // pairs again with the sides swapped. Neither touches the pair's counts.
-    let (gold_roll, repeat_roll) = {
-        let mut rng = rand::rng();
-        (rng.random::<f32>(), rng.random::<f32>())
-    };
-    if gold_roll < gold_rate || repeat_roll < repeat_rate {
+    if let (Some(id), Some(expires_at), Some(prompt)) = (row.id, row.expires_at, row.prompt) {
+        let shown = (
+            id, expires_at, prompt, row.a_body, row.a_clip, row.b_body, row.b_clip,
+        );
+        return Ok(Some(present(shown, left_is_a)));
+    }
+    let gold = gold_roll < row.gold_rate;
+    let check = gold || repeat_roll < row.repeat_rate;
+    if check {
         let mut tx = pool.begin().await?;
-        if let Some(pair) = extra(&mut tx, access, gold_roll < gold_rate).await? {
+        if let Some(pair) = extra(&mut tx, access, gold).await? {
             tx.commit().await?;
             return Ok(Some(pair));
         }
     }
 
-    // A regular pair, in one statement: pick, take a slot, lease, read. If
-    // skipping pairs other raters are taking finds nothing, the open pairs may
-    // all be locked by transactions that will leave slots free: wait for them
-    // rather than wrongly answer "nothing left".
-    let left_is_a = rand::rng().random_bool(0.5);
-    for sql in ASSIGN_SQL.iter() {
-        let row: Option<ShownRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+    // No regular pair was free to take without waiting (or the rolls asked for a
+    // quality check there was none of): the open pairs may all be locked by
+    // transactions that will leave slots free, so wait for them rather than
+    // wrongly answer "nothing left". The skipping pick runs again first when
+    // the rolls kept the statement above from trying it.
+    static ASSIGN_SKIPPING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "with {} select * from shown",
+            assign_sql("for update of c skip locked", "")
+        )
+    });
+    let tries: &[&str] = if check {
+        &[ASSIGN_SKIPPING.as_str(), ASSIGN_WAITING.as_str()]
+    } else {
+        &[ASSIGN_WAITING.as_str()]
+    };
+    for sql in tries {
+        let found: Option<ShownRow> = sqlx::query_as(sqlx::AssertSqlSafe(*sql))
             .bind(project.id)
             .bind(rater.id)
             .bind(left_is_a)
             .bind(f64::from(project.lease_seconds))
             .fetch_optional(pool)
             .await?;
-        if let Some(row) = row {
-            return Ok(Some(present(row, left_is_a)));
+        if let Some(found) = found {
+            return Ok(Some(present(found, left_is_a)));
         }
     }
     Ok(None)
@@ -230,12 +304,13 @@ async fn extra(
 ) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
     let extra: Option<(Uuid, &str, Option<Uuid>, bool)> = if gold {
+        // `offset 0`: one index probe per candidate, as in `PICK_OPEN_PAIR`.
         sqlx::query_scalar::<_, Uuid>(
             "select c.id from comparisons c
              where c.project_id = $1 and c.gold is not null
                and not exists (select 1 from assignments a where a.comparison_id = c.id
                                and a.rater_id = $2 and a.state <> 'expired'
-                               and a.kind <> 'repeat')
+                               and a.kind <> 'repeat' offset 0)
              order by c.seq limit 1",
         )
         .bind(project.id)
@@ -417,6 +492,13 @@ pub const MAX_TEXT: usize = 10_000;
 
 /// Store a judgment for one of the caller's assignments. Returns the judgment
 /// and whether it was created now (false: an idempotent replay of the same key).
+///
+/// The common case is one statement, committed on its own: the assignment is
+/// marked judged only if it is the caller's live lease and the answer fits the
+/// project, and in the same statement the judgment is written, the pair's counts
+/// change and any job the judgment calls for is queued. When that statement
+/// changes nothing, [`refusal`] reads why and answers as the caller needs
+/// (a replay, or the error), so every refusal is explained by one code path.
 pub async fn submit(
     pool: &PgPool,
     rater: &User,
@@ -432,63 +514,180 @@ pub async fn submit(
             message: "Idempotency-Key must be 1-200 characters".into(),
         });
     }
+    let submission = Submission {
+        rater,
+        assignment_id,
+        input,
+        idempotency_key,
+    };
+    // Answers that are wrong whatever the project go straight to `refusal`, which
+    // reports them in their place among the other checks.
+    if validate_input(input).is_ok() {
+        // Twice at most: a lease refused and then found in order by `refusal` can
+        // only mean a concurrent change in between; the second try settles it.
+        for _ in 0..2 {
+            if let Some(j) = store(pool, &submission).await? {
+                return Ok((j, true));
+            }
+            match refusal(pool, &submission).await? {
+                Some(replayed) => return Ok((replayed, false)),
+                None => continue,
+            }
+        }
+        return Err(Error::Internal(anyhow::anyhow!(
+            "judgment of {assignment_id} neither stored nor refused"
+        )));
+    }
+    match refusal(pool, &submission).await? {
+        Some(replayed) => Ok((replayed, false)),
+        // `refusal` rejects what `validate_input` rejected.
+        None => Err(Error::Internal(anyhow::anyhow!(
+            "judgment input refused but not explained"
+        ))),
+    }
+}
 
-    let mut tx = pool.begin().await?;
-    // The assignment, locked, with its project's settings, the assignment an
-    // idempotency key was already used for, if any, and whether the project is
-    // due for training once this judgment is in.
+/// What [`submit`] was asked to store.
+#[derive(Clone, Copy)]
+struct Submission<'a> {
+    rater: &'a User,
+    assignment_id: Uuid,
+    input: &'a JudgmentInput,
+    idempotency_key: Option<&'a str>,
+}
+
+/// The judgment in one statement (see [`submit`]): None when the assignment is not
+/// the rater's live lease or the answer does not fit the project.
+///
+/// Concurrency: the update locks the assignment; a concurrent judgment or reap of
+/// it makes PostgreSQL re-check the conditions on the new version, so one wins and
+/// the other changes nothing. Every sub-statement sees the snapshot taken before
+/// the judgment, so the training check counts it with `+ 1` (as `TRAINING_DUE`
+/// says) and so does the quality refresh's.
+async fn store(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judgment>> {
+    let Submission {
+        rater,
+        input,
+        idempotency_key,
+        ..
+    } = *submission;
+    static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "with a as (
+                 update assignments a set state = 'judged', judged_at = now()
+                 from projects p
+                 where a.id = $1 and a.rater_id = $2 and a.state = 'leased'
+                   and a.expires_at > now() and p.id = a.project_id
+                   and $5 = any(p.options)
+                   and case when $7::int is null then true
+                            else $7 between 1 and coalesce(p.strength_scale, 0) end
+                   and case p.rationale when 'required' then $8::text is not null
+                                        when 'off' then $8::text is null
+                                        else true end
+                 returning a.comparison_id, a.project_id, a.left_is_a, a.kind,
+                     coalesce((select m.excluded_at is not null from project_members m
+                               where m.project_id = a.project_id and m.user_id = a.rater_id),
+                              false) as excluded,
+                     {training_due} as training_due),
+             j as (
+                 insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
+                     displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
+                     duration_ms, idempotency_key, replays, answered_before_clip_end, kind)
+                 select $1, a.comparison_id, a.project_id, $2,
+                        case when a.left_is_a then $3 else $4 end, $5, a.left_is_a,
+                        $7, $8, $9, $10, $11, $6, $12, $13, a.kind
+                 from a
+                 returning {JUDGMENT_COLUMNS}),
+             -- only a regular assignment holds a slot of the pair's coverage; an
+             -- excluded rater's judgment does not cover the pair (re-including
+             -- them counts it then)
+             c as (
+                 update comparisons c
+                 set judged_count = c.judged_count + case when a.excluded then 0 else 1 end,
+                     leased_count = c.leased_count - 1
+                 from a where c.id = a.comparison_id and a.kind = 'regular'
+                 returning c.project_id, c.generated and c.judged_count >= c.overlap as refill),
+             -- a generated pair is complete: the generator tops the queue up again
+             refill as (
+                 insert into jobs (kind, project_id, payload)
+                 select '{select}', project_id, '{{\"reason\": \"pair judged\"}}' from c where refill
+                 on conflict (project_id, kind) where status = 'queued' do nothing),
+             -- retraining is queued with the judgment that calls for it
+             train as (
+                 insert into jobs (kind, project_id, payload)
+                 select 'train', project_id, '{{\"reason\": \"new judgments\"}}'
+                 from a where training_due
+                 on conflict (project_id, kind) where status = 'queued' do nothing),
+             -- a stored quality report is refreshed after enough new judgments
+             quality as ({quality})
+             select * from j",
+            training_due = crate::jobs::storage::TRAINING_DUE,
+            select = crate::selection::job::KIND,
+            quality = crate::quality::store::refresh_if_due("(select project_id from a)"),
+        )
+    });
+    // Durable before the client hears of it: the statement's commit waits for the
+    // WAL flush.
+    sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
+        .bind(submission.assignment_id)
+        .bind(rater.id)
+        .bind(canonical(&input.choice, true))
+        .bind(canonical(&input.choice, false))
+        .bind(&input.choice)
+        .bind(idempotency_key)
+        .bind(input.strength)
+        .bind(non_blank(&input.rationale))
+        .bind(input.content_flag)
+        .bind(non_blank(&input.flag_reason))
+        .bind(input.duration_ms)
+        .bind(input.replays)
+        .bind(input.answered_before_clip_end)
+        .fetch_optional(pool)
+        .await
+        .map_err(
+            |e| match e.as_database_error().and_then(|d| d.constraint()) {
+                Some("judgments_idempotency_idx") => Error::Conflict {
+                    code: "idempotency_key_reused",
+                    message: "this Idempotency-Key was already used for another assignment".into(),
+                },
+                _ => e.into(),
+            },
+        )
+}
+
+/// Why [`store`] wrote nothing: the replayed judgment of an idempotency key, or the
+/// error the caller gets. `Ok(None)` when the assignment is in order after all (it
+/// changed since `store` looked).
+async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judgment>> {
+    let Submission {
+        rater,
+        assignment_id,
+        input,
+        idempotency_key,
+    } = *submission;
     type Row = (
         Uuid,
         String,
         bool,
-        bool,
-        Uuid,
         Vec<String>,
         Option<i32>,
         String,
-        Uuid,
-        String,
-        bool,
         Option<Uuid>,
-        bool,
     );
-    static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "select a.rater_id, a.state, a.expires_at > now(), a.left_is_a, a.comparison_id,
-                    p.options, p.strength_scale, p.rationale, p.id, a.kind,
-                    coalesce(m.excluded_at is not null, false),
-                    (select j.assignment_id from judgments j
-                     where j.rater_id = $2 and j.idempotency_key = $3),
-                    {}
-             from assignments a join projects p on p.id = a.project_id
-             left join project_members m on m.project_id = a.project_id and m.user_id = a.rater_id
-             where a.id = $1 for update of a",
-            crate::jobs::storage::TRAINING_DUE
-        )
-    });
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(LOCK.as_str()))
-        .bind(assignment_id)
-        .bind(rater.id)
-        .bind(idempotency_key)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((
-        owner,
-        state,
-        live,
-        left_is_a,
-        comparison_id,
-        options,
-        scale,
-        rationale_mode,
-        project_id,
-        kind,
-        excluded,
-        key_used_for,
-        training_due,
-    )) = row
-    else {
-        drop(tx);
+    let row: Option<Row> = sqlx::query_as(
+        "select a.rater_id, a.state, a.expires_at > now(),
+                p.options, p.strength_scale, p.rationale,
+                (select j.assignment_id from judgments j
+                 where j.rater_id = $2 and j.idempotency_key = $3)
+         from assignments a join projects p on p.id = a.project_id
+         where a.id = $1",
+    )
+    .bind(assignment_id)
+    .bind(rater.id)
+    .bind(idempotency_key)
+    .fetch_optional(pool)
+    .await?;
+    let Some((owner, state, live, options, scale, rationale_mode, key_used_for)) = row else {
         // A key used for another assignment is reported as such, as a replay would.
         if let Some(key) = idempotency_key {
             replay(pool, rater, assignment_id, key).await?;
@@ -496,21 +695,19 @@ pub async fn submit(
         return Err(Error::NotFound("assignment"));
     };
     if let (Some(key), Some(_)) = (idempotency_key, key_used_for) {
-        drop(tx);
         // Judgments are never deleted: the key's judgment is there to replay.
         let j = replay(pool, rater, assignment_id, key).await?;
-        return j.map(|j| (j, false)).ok_or(Error::NotFound("judgment"));
+        return j.map(Some).ok_or(Error::NotFound("judgment"));
     }
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
     }
     if state == "judged" {
-        drop(tx);
         // A concurrent request with the same key may have just committed.
         if let Some(key) = idempotency_key
             && let Some(j) = replay(pool, rater, assignment_id, key).await?
         {
-            return Ok((j, false));
+            return Ok(Some(j));
         }
         return Err(Error::Conflict {
             code: "already_judged",
@@ -530,79 +727,7 @@ pub async fn submit(
         });
     }
     validate(input, &options, scale, &rationale_mode)?;
-
-    // In one statement: the judgment, the assignment marked judged, and — only a
-    // regular assignment holds a slot of the pair's coverage — the pair's counts
-    // (an excluded rater's judgment does not cover the pair; re-including them
-    // counts it then). `refill`: a generated pair is now complete.
-    #[derive(sqlx::FromRow)]
-    struct Stored {
-        #[sqlx(flatten)]
-        judgment: Judgment,
-        refill: bool,
-    }
-    static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "with j as (
-                 insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
-                     displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
-                     duration_ms, idempotency_key, replays, answered_before_clip_end, kind)
-                 values ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)
-                 returning {JUDGMENT_COLUMNS}),
-             a as (update assignments set state = 'judged', judged_at = now() where id = $1),
-             c as (update comparisons
-                   set judged_count = judged_count + case when $17 then 0 else 1 end,
-                       leased_count = leased_count - 1
-                   where id = $2 and $16 = 'regular'
-                   returning generated and judged_count >= overlap as refill)
-             select j.*, coalesce((select refill from c), false) as refill from j"
-        )
-    });
-    let stored: Stored = sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
-        .bind(assignment_id)
-        .bind(comparison_id)
-        .bind(rater.id)
-        .bind(canonical(&input.choice, left_is_a))
-        .bind(&input.choice)
-        .bind(left_is_a)
-        .bind(input.strength)
-        .bind(non_blank(&input.rationale))
-        .bind(input.content_flag)
-        .bind(non_blank(&input.flag_reason))
-        .bind(input.duration_ms)
-        .bind(idempotency_key)
-        .bind(input.replays)
-        .bind(input.answered_before_clip_end)
-        .bind(project_id)
-        .bind(&kind)
-        .bind(excluded)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(
-            |e| match e.as_database_error().and_then(|d| d.constraint()) {
-                Some("judgments_idempotency_idx") => Error::Conflict {
-                    code: "idempotency_key_reused",
-                    message: "this Idempotency-Key was already used for another assignment".into(),
-                },
-                _ => e.into(),
-            },
-        )?;
-    // A generated pair is complete: the generator tops the queue up again.
-    if stored.refill {
-        let payload = serde_json::json!({"reason": "pair judged"});
-        let kind = crate::selection::job::KIND;
-        crate::jobs::storage::enqueue(&mut tx, kind, Some(project_id), payload).await?;
-    }
-    // Retraining is queued in the same transaction as the judgment that calls for it.
-    if training_due {
-        crate::jobs::storage::enqueue_training(&mut tx, project_id).await?;
-    }
-    // A stored quality report is refreshed after enough new judgments (one
-    // statement; nothing happens until a report has been stored).
-    crate::quality::store::enqueue_if_due(&mut tx, project_id).await?;
-    // Durable before the client hears of it: commit waits for the WAL flush.
-    tx.commit().await?;
-    Ok((stored.judgment, true))
+    Ok(None)
 }
 
 /// The judgment an idempotency key already produced, if any.
@@ -628,6 +753,7 @@ async fn replay(
     }
 }
 
+/// The answer against the project's settings, then [`validate_input`].
 fn validate(
     input: &JudgmentInput,
     options: &[String],
@@ -658,6 +784,12 @@ fn validate(
     if rationale == "off" && !text.is_empty() {
         return Err(Error::invalid("this project does not take rationales"));
     }
+    validate_input(input)
+}
+
+/// What is wrong with an answer whatever the project.
+fn validate_input(input: &JudgmentInput) -> Result<()> {
+    let text = input.rationale.as_deref().map(str::trim).unwrap_or("");
     if text.len() > MAX_TEXT || input.flag_reason.as_deref().unwrap_or("").len() > MAX_TEXT {
         return Err(Error::invalid(format!(
             "rationale and flag reason: at most {MAX_TEXT} bytes"

@@ -191,9 +191,10 @@ pub async fn release(pool: &PgPool, id: i64, worker: &str) -> sqlx::Result<bool>
 /// Whether project `p` (an alias of `projects` in the judging statement) is due
 /// for training once the judgment being stored is in: it has `train_every`
 /// judgments newer than the data its last training job saw (the time it
-/// started), that one included. Read in the judging transaction before the
-/// insert, so the hot path pays no statement of its own for it; it reads at
-/// most `train_every` index entries and touches no shared row.
+/// started), that one included. Part of the judging statement, whose snapshot
+/// predates the judgment (hence `+ 1`), so the hot path pays no statement of its
+/// own for it; it reads at most `train_every` index entries and touches no
+/// shared row.
 pub const TRAINING_DUE: &str = "p.train_every > 0
      and (select count(*) from (
               select 1 from judgments j
@@ -206,12 +207,3 @@ pub const TRAINING_DUE: &str = "p.train_every > 0
                      order by created_at desc limit 1),
                     '-infinity')
               limit p.train_every) recent) + 1 >= p.train_every";
-
-/// After a judgment for which [`TRAINING_DUE`] held: queue a training job
-/// (debounced like `enqueue`). Returns whether one was queued.
-pub async fn enqueue_training(conn: &mut PgConnection, project_id: Uuid) -> sqlx::Result<bool> {
-    let payload = serde_json::json!({"reason": "new judgments"});
-    Ok(enqueue(conn, "train", Some(project_id), payload)
-        .await?
-        .is_some())
-}

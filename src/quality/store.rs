@@ -494,31 +494,27 @@ pub async fn enqueue(
     Ok(n == 1)
 }
 
-/// After a judgment, in its transaction: with a stored report, queue a refresh once
-/// `quality_every` judgments are newer than the last quality job's start. One statement; a
-/// project with nothing stored costs a primary-key probe, one with a stored report reads at
-/// most `quality_every` index entries (like `enqueue_training_if_due`).
-pub async fn enqueue_if_due(conn: &mut PgConnection, project_id: Uuid) -> sqlx::Result<bool> {
-    let n = sqlx::query(
+/// Queue a quality refresh once `quality_every` judgments are newer than the last
+/// quality job's start, counting the judgment being stored (`+ 1`: it is written by
+/// the same statement, so not yet visible to it). A clause for the judgment's own
+/// statement (`labeling::submit`), reading the project's id from `{project}`; a
+/// project with no stored report costs a primary-key probe, one with a report reads
+/// at most `quality_every` index entries (like `jobs::storage::TRAINING_DUE`).
+pub fn refresh_if_due(project: &str) -> String {
+    format!(
         "insert into jobs (kind, project_id, payload)
-         select $2, p.id, '{\"reason\": \"new judgments\"}'
+         select '{KIND}', p.id, '{{\"reason\": \"new judgments\"}}'
          from projects p join quality_results r on r.project_id = p.id
-         where p.id = $1
+         where p.id = {project}
            and (select count(*) from (
                     select 1 from judgments j
                     where j.project_id = p.id
                       and j.created_at > coalesce(
                           (select coalesce(started_at, created_at) from jobs
-                           where project_id = p.id and kind = $2
+                           where project_id = p.id and kind = '{KIND}'
                            order by created_at desc limit 1),
                           r.computed_at)
-                    limit p.quality_every) recent) >= p.quality_every
-         on conflict (project_id, kind) where status = 'queued' do nothing",
+                    limit p.quality_every) recent) + 1 >= p.quality_every
+         on conflict (project_id, kind) where status = 'queued' do nothing"
     )
-    .bind(project_id)
-    .bind(KIND)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
 }
