@@ -1,7 +1,8 @@
 //! `backflip bench submit`: simulated raters over real HTTP against an
 //! in-process server, each looping `next` → `judgment`, and in the same run a
-//! PostgreSQL baseline of single-row inserts at the same concurrency, so the
-//! figures come out as a ratio to what the database alone commits.
+//! PostgreSQL baseline of single-row inserts at the same concurrency (from this
+//! process's client, and from `pgbench` when it is installed), so the figures
+//! come out as a ratio to what the database alone commits.
 //!
 //! It works in a throwaway database (`backflip_bench`) that it creates and drops.
 //! `backflip bench next` (the queue at scale) lives in [`next`], `backflip bench
@@ -106,7 +107,12 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         opts.seconds, opts.db_pool
     );
     println!(
-        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>13} {:>6}",
+        "baseline: single-row inserts, each committed, at the same concurrency: `pg inserts/s` \
+         from this process's client (sqlx, as the server uses), `pgbench/s` from pgbench \
+         (when on the PATH); `ratio` is judgments/s over pgbench/s, or over pg inserts/s without it"
+    );
+    println!(
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>13} {:>11} {:>6}",
         "raters",
         "judgments/s",
         "next p50/p95/p99",
@@ -114,6 +120,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "both p50/p99 ms",
         "errors",
         "pg inserts/s",
+        "pgbench/s",
         "ratio"
     );
     let modes: &[bool] = if opts.with_training {
@@ -135,10 +142,18 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 let _ = task.await;
             }
             let inserts = baseline(url, n, opts.seconds).await?;
+            let pgbench = pgbench(url, &pool, n, opts.seconds).await?;
             let rate = r.rate();
             let [next, submit, both] = r.latencies();
+            let (pgbench_col, ratio) = match pgbench {
+                Some((tps, clients)) if clients < n => {
+                    (format!("{tps:.0} ({clients}c)"), rate / tps)
+                }
+                Some((tps, _)) => (format!("{tps:.0}"), rate / tps),
+                None => ("-".into(), rate / inserts),
+            };
             println!(
-                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>6.2}{}",
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>11} {:>6.2}{}",
                 n,
                 rate,
                 next,
@@ -146,7 +161,8 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 both,
                 r.errors,
                 inserts,
-                rate / inserts,
+                pgbench_col,
+                ratio,
                 if training { "  (training)" } else { "" }
             );
         }
@@ -223,6 +239,57 @@ async fn baseline(url: &str, clients: usize, seconds: f64) -> anyhow::Result<f64
     let rate = total as f64 / start.elapsed().as_secs_f64();
     pool.close().await;
     Ok(rate)
+}
+
+/// The same single-row inserts driven by `pgbench`, the leanest client there is: its
+/// rate and the clients it ran, or None when pgbench is not on the PATH. pgbench holds a
+/// connection per client at once, so the clients are capped to the connections the
+/// server has free (shown next to the rate when fewer than asked).
+async fn pgbench(
+    url: &str,
+    pool: &PgPool,
+    clients: usize,
+    seconds: f64,
+) -> anyhow::Result<Option<(f64, usize)>> {
+    let free: i64 = sqlx::query_scalar(
+        "select current_setting('max_connections')::int
+                - current_setting('superuser_reserved_connections')::int
+                - (select count(*) from pg_stat_activity)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let clients = clients.min(usize::try_from(free).unwrap_or(0).max(1));
+    let script = std::env::temp_dir().join(format!("backflip-pgbench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        "insert into bench_insert (rater, payload) values (:client_id, 'left');\n",
+    )?;
+    let output = tokio::process::Command::new("pgbench")
+        .args(["--no-vacuum", "--protocol=prepared"])
+        .arg(format!("--client={clients}"))
+        .arg(format!("--jobs={}", clients.min(2)))
+        .arg(format!("--time={}", seconds.ceil().max(1.0)))
+        .arg("--file")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await;
+    let _ = std::fs::remove_file(&script);
+    let output = match output {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.context("running pgbench")?,
+    };
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tps = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .context("no `tps = ` line in pgbench's output")?;
+    Ok(Some((tps, clients)))
 }
 
 pub(crate) fn pct(v: &mut [f64], q: f64) -> f64 {
