@@ -15,41 +15,46 @@ pub enum Outcome {
 /// A JSONL file of pairs, read for a text and for a GIF project: a refusal names lines that
 /// exist, each with a message; every accepted pair passes the line checks.
 pub fn pairs_file(data: &[u8]) -> Outcome {
-    let lines = data.split(|&b| b == b'\n').count();
-    let mut outcome = Outcome::Refused;
-    for kind in ["text", "gif"] {
-        match crate::import::parse_pairs(data, kind) {
-            Ok(pairs) => {
-                outcome = Outcome::Accepted;
-                for (line, pair) in pairs {
-                    assert!(line >= 1 && line <= lines, "line {line} of {lines}");
-                    for r in &pair {
-                        assert_eq!(crate::import::check_rollout("a", r, kind), None);
-                    }
-                }
-            }
-            Err(errors) => refused_lines(&errors, lines),
+    jsonl_file(data, crate::import::parse_pairs, |kind, pair| {
+        for r in &pair {
+            assert_eq!(crate::import::check_rollout("a", r, kind), None);
         }
-    }
-    outcome
+    })
 }
 
 /// A JSONL file of single rollouts (grouped), read for a text and for a GIF project, with
 /// the same invariants as [`pairs_file`].
 pub fn rollouts_file(data: &[u8]) -> Outcome {
+    let parse = |data: &[u8], kind: &str| {
+        crate::selection::import::parse_rollouts(data, kind)
+            .map(|all| all.into_iter().map(|(l, g, r)| (l, (g, r))).collect())
+    };
+    jsonl_file(data, parse, |kind, (group, rollout): (String, _)| {
+        assert!(!group.trim().is_empty() && group.len() <= 200);
+        assert_eq!(
+            crate::import::check_rollout("rollout", &rollout, kind),
+            None
+        );
+    })
+}
+
+/// A JSONL file through `parse` for a text and for a GIF project: every item it accepts
+/// names a line of the file and passes `check`; a refusal names lines of the file, each
+/// with a message. Accepted when either kind accepts it.
+fn jsonl_file<T>(
+    data: &[u8],
+    parse: impl Fn(&[u8], &str) -> Result<Vec<(usize, T)>, Vec<crate::error::LineError>>,
+    check: impl Fn(&str, T),
+) -> Outcome {
     let lines = data.split(|&b| b == b'\n').count();
     let mut outcome = Outcome::Refused;
     for kind in ["text", "gif"] {
-        match crate::selection::import::parse_rollouts(data, kind) {
-            Ok(rollouts) => {
+        match parse(data, kind) {
+            Ok(items) => {
                 outcome = Outcome::Accepted;
-                for (line, group, rollout) in rollouts {
+                for (line, item) in items {
                     assert!(line >= 1 && line <= lines, "line {line} of {lines}");
-                    assert!(!group.trim().is_empty() && group.len() <= 200);
-                    assert_eq!(
-                        crate::import::check_rollout("rollout", &rollout, kind),
-                        None
-                    );
+                    check(kind, item);
                 }
             }
             Err(errors) => refused_lines(&errors, lines),
