@@ -183,6 +183,7 @@ where
         (a, b, ra, rb)
     });
     let clear: Vec<usize> = (0..test.len()).filter(|&i| gaps[i] >= CLEAR_GAP).collect();
+    let shown: Vec<(&M::Input, &M::Input)> = test.iter().map(|e| (&e.left, &e.right)).collect();
     let never = AtomicBool::new(false);
     let mut runs: Vec<Vec<[f64; 6]>> = vec![Vec::new(); opts.labels.len()];
     for seed in 0..opts.seeds {
@@ -209,18 +210,17 @@ where
             .collect();
         for (i, &n) in opts.labels.iter().enumerate() {
             let cfg = cfg.clone().with_seed(seed);
+            // The test pairs are scored once, here, for both accuracies (so not
+            // handed to `train_ensemble` to score as its held-out set).
             let (ensemble, report) =
-                ml::train_ensemble::<M>(model, &cfg, &labelled[..n], &test, |_| {}, &never)?;
-            let accuracy = report.metrics.and_then(|m| m.accuracy).unwrap_or(f64::NAN);
-            let shown: Vec<(&M::Input, &M::Input)> = clear
-                .iter()
-                .map(|&i| (&test[i].left, &test[i].right))
-                .collect();
+                ml::train_ensemble::<M>(model, &cfg, &labelled[..n], &[], |_| {}, &never)?;
             let p = ensemble.preferences(&shown)?;
+            let accuracy = ml::Metrics::compute(&p, &test)
+                .and_then(|m| m.accuracy)
+                .unwrap_or(f64::NAN);
             let right = clear
                 .iter()
-                .zip(&p)
-                .filter(|&(&i, &p)| (p > 0.5) == (test[i].target > 0.5))
+                .filter(|&&i| (p[i] > 0.5) == (test[i].target > 0.5))
                 .count();
             let clear_accuracy = right as f64 / clear.len().max(1) as f64;
             let secs = report.elapsed.as_secs_f64();
