@@ -7,8 +7,8 @@
 //! row was changed by a transaction that committed after our snapshot,
 //! PostgreSQL re-checks `judged_count + leased_count < overlap` on the new
 //! version before locking it, so a pair is never over-assigned. Expired leases
-//! are reaped (and their slot given back) in a short statement of their own
-//! that skips rows a judgment is writing.
+//! are reaped (and their slot given back) at the start of `next`'s statement,
+//! skipping rows a judgment is writing.
 //!
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
 //! next`): after the caller's token and project lookups, a regular `next` is one
@@ -122,13 +122,11 @@ fn assign_sql(lock: &str, guard: &str) -> String {
         .replace("{LOCK}", lock)
 }
 
-/// A regular pair on its own, waiting for pairs other raters are taking right
-/// now (see [`try_next`]).
-static ASSIGN_WAITING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "with {} select * from shown",
-        assign_sql("for update of c", "")
-    )
+/// A regular pair on its own (see [`try_next`]): first skipping pairs other
+/// raters are taking right now, then waiting for them.
+static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    ["for update of c skip locked", "for update of c"]
+        .map(|lock| format!("with {} select * from shown", assign_sql(lock, "")))
 });
 
 /// The regular `next` in one statement, `$5` and `$6` being the gold and repeat
@@ -269,19 +267,13 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
     // transactions that will leave slots free, so wait for them rather than
     // wrongly answer "nothing left". The skipping pick runs again first when
     // the rolls kept the statement above from trying it.
-    static ASSIGN_SKIPPING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "with {} select * from shown",
-            assign_sql("for update of c skip locked", "")
-        )
-    });
-    let tries: &[&str] = if check {
-        &[ASSIGN_SKIPPING.as_str(), ASSIGN_WAITING.as_str()]
+    let tries = if check {
+        &ASSIGN_ALONE[..]
     } else {
-        &[ASSIGN_WAITING.as_str()]
+        &ASSIGN_ALONE[1..]
     };
     for sql in tries {
-        let found: Option<ShownRow> = sqlx::query_as(sqlx::AssertSqlSafe(*sql))
+        let found: Option<ShownRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(project.id)
             .bind(rater.id)
             .bind(left_is_a)
