@@ -114,13 +114,16 @@ pub(crate) fn user_from_row(id: Uuid, name: String, role: String) -> User {
 }
 
 /// The user an API bearer token belongs to.
-pub async fn user_by_token(pool: &PgPool, token: &str) -> sqlx::Result<Option<User>> {
+pub async fn user_by_token(
+    db: impl sqlx::PgExecutor<'_>,
+    token: &str,
+) -> sqlx::Result<Option<User>> {
     let row: Option<(Uuid, String, String)> = sqlx::query_as(
         "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id
          where t.token_hash = $1",
     )
     .bind(digest(token))
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|(id, name, role)| user_from_row(id, name, role)))
 }
@@ -148,13 +151,16 @@ pub struct Session {
     pub csrf: String,
 }
 
-pub async fn session_by_id(pool: &PgPool, id: &str) -> sqlx::Result<Option<Session>> {
+pub async fn session_by_id(
+    db: impl sqlx::PgExecutor<'_>,
+    id: &str,
+) -> sqlx::Result<Option<Session>> {
     let row: Option<(Uuid, String, String, String)> = sqlx::query_as(
         "select u.id, u.name, u.role, s.csrf_token from sessions s join users u on u.id = s.user_id
          where s.token_hash = $1 and s.expires_at > now()",
     )
     .bind(digest(id))
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|(id, name, role, csrf)| Session {
         user: user_from_row(id, name, role),

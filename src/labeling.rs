@@ -19,7 +19,7 @@
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -58,14 +58,18 @@ pub struct NextPair {
 
 /// Assign the caller a pair of the project they have not judged, or None when
 /// nothing is left for them.
-pub async fn next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
-    crate::rater::gate(pool, access).await?;
+///
+/// Every statement runs on `conn`, the caller's connection for the request
+/// (each trip to the pool costs a round trip to PostgreSQL when the connection
+/// is given back).
+pub async fn next(conn: &mut PgConnection, access: &Access) -> Result<Option<NextPair>> {
+    crate::rater::gate(conn, access).await?;
     // Retry the rare races the database resolves by refusing one side: a
     // deadlock, or this rater's own concurrent request taking the same pair.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_next(pool, access).await {
+        match try_next(conn, access).await {
             Err(Error::Internal(e)) if attempt < 5 && is_retryable(&e) => continue,
             other => return other,
         }
@@ -206,7 +210,7 @@ struct NextRow {
     b_clip: Option<String>,
 }
 
-async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
+async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
     // Quality checks, each taken only at its configured rate: a gold pair the
     // rater has not seen, or one of their judged pairs again with the sides
@@ -226,7 +230,7 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
         .bind(f64::from(project.lease_seconds))
         .bind(gold_roll)
         .bind(repeat_roll)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     if row.paused {
         return Err(Error::Conflict {
@@ -243,7 +247,7 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
     ) && n >= MAX_LIVE_LEASES
     {
         return Ok(Some(
-            shown(pool, id, comparison_id, left_is_a, expires_at).await?,
+            shown(&mut *conn, id, comparison_id, left_is_a, expires_at).await?,
         ));
     }
     if let (Some(id), Some(expires_at), Some(prompt)) = (row.id, row.expires_at, row.prompt) {
@@ -255,7 +259,7 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
     let gold = gold_roll < row.gold_rate;
     let check = gold || repeat_roll < row.repeat_rate;
     if check {
-        let mut tx = pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         if let Some(pair) = extra(&mut tx, access, gold).await? {
             tx.commit().await?;
             return Ok(Some(pair));
@@ -278,7 +282,7 @@ async fn try_next(pool: &PgPool, access: &Access) -> Result<Option<NextPair>> {
             .bind(rater.id)
             .bind(left_is_a)
             .bind(f64::from(project.lease_seconds))
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
         if let Some(found) = found {
             return Ok(Some(present(found, left_is_a)));

@@ -262,7 +262,7 @@ impl Access {
 
 /// Resolve a project for a user. A project the user does not belong to is
 /// reported as not found, so its existence does not leak.
-pub async fn access(pool: &PgPool, user: &User, slug: &str) -> Result<Access> {
+pub async fn access(db: impl sqlx::PgExecutor<'_>, user: &User, slug: &str) -> Result<Access> {
     // One round trip: every API call on a project starts here.
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -284,7 +284,7 @@ pub async fn access(pool: &PgPool, user: &User, slug: &str) -> Result<Access> {
     } = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(slug)
         .bind(user.id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
         .ok_or(Error::NotFound("project"))?;
     let member = member_role.as_deref().and_then(MemberRole::parse);

@@ -30,20 +30,20 @@ pub async fn accept_warning(pool: &PgPool, access: &Access) -> Result<()> {
     Ok(())
 }
 
-async fn warning_accepted(pool: &PgPool, access: &Access) -> Result<bool> {
+async fn warning_accepted(db: impl sqlx::PgExecutor<'_>, access: &Access) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "select exists (select 1 from warning_acceptances where project_id = $1 and user_id = $2)",
     )
     .bind(access.project.id)
     .bind(access.user.id)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?)
 }
 
 /// The rater's current labeling session in a project: when it started, how many
 /// judgments it holds, and the last one. None when the last judgment is a break ago.
 async fn session(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     access: &Access,
 ) -> Result<Option<(OffsetDateTime, i64, OffsetDateTime)>> {
     let row: (Option<OffsetDateTime>, i64, Option<OffsetDateTime>) = sqlx::query_as(
@@ -64,7 +64,7 @@ async fn session(
     .bind(access.user.id)
     .bind(access.project.id)
     .bind(BREAK_MINUTES as i32)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     Ok(match row {
         (Some(start), n, Some(last)) => Some((start, n, last)),
@@ -74,9 +74,9 @@ async fn session(
 
 /// Refuse a new pair when the rater has not accepted the content warning or has
 /// reached the project's session cap (the message says when labeling resumes).
-pub async fn gate(pool: &PgPool, access: &Access) -> Result<()> {
+pub async fn gate(conn: &mut sqlx::PgConnection, access: &Access) -> Result<()> {
     let p = &access.project;
-    if p.content_warning.is_some() && !warning_accepted(pool, access).await? {
+    if p.content_warning.is_some() && !warning_accepted(&mut *conn, access).await? {
         return Err(Error::Conflict {
             code: "content_warning",
             message: "accept the project's content warning first".into(),
@@ -85,7 +85,7 @@ pub async fn gate(pool: &PgPool, access: &Access) -> Result<()> {
     if p.session_cap_pairs.is_none() && p.session_cap_minutes.is_none() {
         return Ok(());
     }
-    let Some((start, n, last)) = session(pool, access).await? else {
+    let Some((start, n, last)) = session(&mut *conn, access).await? else {
         return Ok(());
     };
     let now = OffsetDateTime::now_utc();

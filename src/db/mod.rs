@@ -81,6 +81,7 @@ pub async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
         .connect(url)
         .await
         .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     AppState,
-    extract::{ApiUser, Json, Path},
+    extract::{ApiConn, ApiUser, Json, Path},
 };
 use crate::{
     auth::Role,
@@ -369,14 +369,13 @@ async fn import_pairs(
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/next",
     responses((status = 200, body = NextPair), (status = 204, description = "nothing left for this rater")))]
 async fn next_pair(
-    State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    ApiConn { user, mut conn }: ApiConn,
     Path(slug): Path<String>,
 ) -> Result<Response> {
-    let access = projects::access(&state.pool, &user, &slug)
+    let access = projects::access(&mut *conn, &user, &slug)
         .await?
         .require_label()?;
-    Ok(match labeling::next(&state.pool, &access).await? {
+    Ok(match labeling::next(&mut conn, &access).await? {
         Some(pair) => axum::Json(pair).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })

@@ -50,32 +50,55 @@ impl FromRequestParts<AppState> for ApiUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(Error::Unauthorized)?;
-            let user = auth::user_by_token(&state.pool, token.trim()).await?;
-            return user.map(ApiUser).ok_or(Error::Unauthorized);
-        }
-        let session = session(parts, state).await?.ok_or(Error::Unauthorized)?;
-        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe {
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if !sent.is_some_and(|s| constant_eq(s, &session.csrf)) {
-                return Err(Error::forbidden("missing or wrong X-CSRF-Token header"));
-            }
-        }
-        Ok(ApiUser(session.user))
+        let mut conn = state.pool.acquire().await?;
+        caller(parts, &mut conn).await.map(ApiUser)
     }
 }
 
-async fn session(parts: &Parts, state: &AppState) -> Result<Option<Session>, Error> {
-    match cookie(parts, SESSION_COOKIE) {
-        Some(id) => Ok(auth::session_by_id(&state.pool, id).await?),
-        None => Ok(None),
+/// The caller of an API route, as [`ApiUser`], with the pool connection the
+/// caller was looked up on, for the rest of the request: every trip to the pool
+/// costs a round trip to PostgreSQL when the connection is given back (sqlx
+/// checks it then), so the hot path (`next`) keeps one. Only for routes without
+/// a body, so no connection waits on a slow client's upload.
+pub struct ApiConn {
+    pub user: User,
+    pub conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+impl FromRequestParts<AppState> for ApiConn {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let mut conn = state.pool.acquire().await?;
+        let user = caller(parts, &mut conn).await?;
+        Ok(ApiConn { user, conn })
     }
+}
+
+/// Who is calling: a bearer token, or a session cookie (with the CSRF header on
+/// state-changing requests).
+async fn caller(parts: &Parts, conn: &mut sqlx::PgConnection) -> Result<User, Error> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::Unauthorized)?;
+        let user = auth::user_by_token(conn, token.trim()).await?;
+        return user.ok_or(Error::Unauthorized);
+    }
+    let id = cookie(parts, SESSION_COOKIE).ok_or(Error::Unauthorized)?;
+    let session = auth::session_by_id(conn, id)
+        .await?
+        .ok_or(Error::Unauthorized)?;
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !sent.is_some_and(|s| constant_eq(s, &session.csrf)) {
+            return Err(Error::forbidden("missing or wrong X-CSRF-Token header"));
+        }
+    }
+    Ok(session.user)
 }
 
 /// A logged-in browser session, for pages. Without one, pages redirect to the login form.
@@ -108,10 +131,15 @@ impl FromRequestParts<AppState> for PageSession {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let id = cookie(parts, SESSION_COOKIE).map(str::to_owned);
-        match (session(parts, state).await?, id) {
-            (Some(session), Some(id)) => Ok(PageSession { session, id }),
-            _ => Err(super::pages::PageError::Login),
+        let Some(id) = cookie(parts, SESSION_COOKIE) else {
+            return Err(super::pages::PageError::Login);
+        };
+        match auth::session_by_id(&state.pool, id).await? {
+            Some(session) => Ok(PageSession {
+                session,
+                id: id.to_owned(),
+            }),
+            None => Err(super::pages::PageError::Login),
         }
     }
 }

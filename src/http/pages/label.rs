@@ -32,7 +32,7 @@ impl LabelPage {
         error: Option<String>,
     ) -> Result<Self, Error> {
         let (mut warning, mut break_message) = (None, None);
-        let pair = match labeling::next(&state.pool, &access).await {
+        let pair = match labeling::next(&mut *state.pool.acquire().await?, &access).await {
             Ok(pair) => pair,
             Err(Error::Conflict {
                 code: "content_warning",
