@@ -5,8 +5,9 @@
 //! assignments and judgments. `next` picks an open pair with
 //! `FOR UPDATE SKIP LOCKED`, so concurrent raters take different rows; when a
 //! row was changed by a transaction that committed after our snapshot,
-//! PostgreSQL re-checks `judged_count + leased_count < overlap` on the new
-//! version before locking it, so a pair is never over-assigned. Expired leases
+//! PostgreSQL re-checks `is_open` (stored: `judged_count + leased_count <
+//! overlap`) on the new version before locking it, so a pair is never
+//! over-assigned. Expired leases
 //! are reaped (and their slot given back) at the start of `next`'s statement,
 //! skipping rows a judgment is writing.
 //!
@@ -92,7 +93,7 @@ fn is_retryable(e: &anyhow::Error) -> bool {
 /// older than the history, it read that whole history again for every candidate
 /// (over 1,000 rows each, `bench submit`). `{GUARD}`: further conditions.
 const PICK_OPEN_PAIR: &str = "select c.id from comparisons c
-     where c.project_id = $1 and c.judged_count + c.leased_count < c.overlap
+     where c.project_id = $1 and c.is_open
        and not exists (select 1 from assignments a
                        where a.comparison_id = c.id and a.rater_id = $2
                          and a.state <> 'expired' and a.kind <> 'repeat'

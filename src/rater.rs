@@ -221,7 +221,7 @@ pub async fn progress(pool: &PgPool, access: &Access) -> Result<Progress> {
     .await?;
     let remaining: i64 = sqlx::query_scalar(
         "select count(*) from comparisons c
-         where c.project_id = $1 and c.judged_count + c.leased_count < c.overlap
+         where c.project_id = $1 and c.is_open
            and not exists (select 1 from assignments a
                            where a.comparison_id = c.id and a.rater_id = $2 and a.state <> 'expired')",
     )

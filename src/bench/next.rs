@@ -246,7 +246,7 @@ async fn prioritise(pool: &PgPool, project: Uuid, n: i64) -> anyhow::Result<()> 
     sqlx::query(
         "update comparisons set priority = 1 + (random() * 1000000)::int, generated = true
          where id in (select id from comparisons
-                      where project_id = $1 and judged_count + leased_count < overlap
+                      where project_id = $1 and is_open
                         and seq % 7 = 0
                       limit $2)",
     )

@@ -121,7 +121,7 @@ pub async fn top_up(pool: &PgPool, project_id: Uuid, scorer: Option<Scorer<'_>>)
         .await?;
     let open: i64 = sqlx::query_scalar(
         "select count(*) from comparisons
-         where project_id = $1 and generated and judged_count + leased_count < overlap",
+         where project_id = $1 and generated and is_open",
     )
     .bind(project_id)
     .fetch_one(&mut *tx)

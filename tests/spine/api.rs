@@ -491,6 +491,68 @@ async fn judgments_are_append_only() {
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 }
 
+/// The keys that replaced the per-column references to projects (migration 15) refuse
+/// what those let through: an assignment whose pair is of another project, and a
+/// judgment whose pair, project or rater is not its assignment's.
+#[tokio::test]
+async fn keys_tie_a_judgment_to_its_assignment_and_an_assignment_to_its_project() {
+    let app = app().await;
+    let lead = app.project("k1", json!({})).await;
+    app.project("k2", json!({})).await;
+    app.import_text_pairs("k1", &lead, 2).await;
+    let r1 = app.annotator("k1", &lead, "r1").await;
+    app.annotator("k1", &lead, "r2").await;
+    let id: uuid::Uuid = app.get("/api/v1/projects/k1/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let k2 = "(select id from projects where slug = 'k2')";
+    let other_rater = "(select id from users where name = 'r2')";
+    let mut refused = vec![format!(
+        "insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at)
+         select comparison_id, {k2}, {other_rater}, true, now() from assignments where id = $1"
+    )];
+    // A judgment of the assignment with one of its keys changed; none changed last.
+    let judgment = |comparison: &str, project: &str, rater: &str| {
+        format!(
+            "insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
+                                    displayed_choice, left_is_a)
+             select a.id, {comparison}, {project}, {rater}, 'a', 'left', a.left_is_a
+             from assignments a where a.id = $1"
+        )
+    };
+    let other_pair = "(select id from comparisons where id <> a.comparison_id limit 1)";
+    refused.push(judgment(other_pair, "a.project_id", "a.rater_id"));
+    refused.push(judgment("a.comparison_id", k2, "a.rater_id"));
+    refused.push(judgment("a.comparison_id", "a.project_id", other_rater));
+    for sql in refused {
+        let e = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .expect_err(&sql);
+        let code = e.as_database_error().and_then(|d| d.code());
+        assert_eq!(
+            code.as_deref(),
+            Some("23503"),
+            "a foreign key refuses {sql}: {e}"
+        );
+    }
+    // The assignment's own keys are accepted, so the refusals were the keys' doing.
+    sqlx::query(sqlx::AssertSqlSafe(judgment(
+        "a.comparison_id",
+        "a.project_id",
+        "a.rater_id",
+    )))
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+    assert_eq!(app.count("select count(*) from assignments").await, 1);
+}
+
 #[tokio::test]
 async fn health_openapi_and_error_shape() {
     let app = app().await;
