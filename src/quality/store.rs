@@ -506,6 +506,9 @@ pub fn refresh_if_due(project: &str) -> String {
          select '{KIND}', p.id, '{{\"reason\": \"new judgments\"}}'
          from projects p join quality_results r on r.project_id = p.id
          where p.id = {project}
+           -- none queued already (the insert would do nothing), then count
+           and not exists (select 1 from jobs
+                           where project_id = p.id and kind = '{KIND}' and status = 'queued')
            and (select count(*) from (
                     select 1 from judgments j
                     where j.project_id = p.id
