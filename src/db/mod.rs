@@ -76,7 +76,10 @@ impl Database {
 }
 
 /// A connection pool. Acquiring waits at most a few seconds, so requests get a
-/// quick 503 while the database is down instead of hanging.
+/// quick 503 while the database is down instead of hanging. A connection is not
+/// pinged when taken (sqlx's default): that was a round trip per query. One that
+/// died with the server fails its next query with a 503 and is dropped when given
+/// back, where sqlx still checks it.
 pub async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max)
