@@ -559,7 +559,7 @@ struct Submission<'a> {
 /// Concurrency: the update locks the assignment; a concurrent judgment or reap of
 /// it makes PostgreSQL re-check the conditions on the new version, so one wins and
 /// the other changes nothing. Every sub-statement sees the snapshot taken before
-/// the judgment, so the training check counts it with `+ 1` (as `TRAINING_DUE`
+/// the judgment, so the training check counts it with `+ 1` (as `training_due`
 /// says) and so does the quality refresh's.
 async fn store(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judgment>> {
     let Submission {
@@ -618,7 +618,7 @@ async fn store(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judg
              -- a stored quality report is refreshed after enough new judgments
              quality as ({quality})
              select * from j",
-            training_due = crate::jobs::storage::TRAINING_DUE,
+            training_due = crate::jobs::storage::training_due(),
             select = crate::selection::job::KIND,
             quality = crate::quality::store::refresh_if_due("(select project_id from a)"),
         )

@@ -191,24 +191,36 @@ pub async fn release(pool: &PgPool, id: i64, worker: &str) -> sqlx::Result<bool>
 /// Whether project `p` (an alias of `projects` in the judging statement) is due
 /// for training once the judgment being stored is in: it has `train_every`
 /// judgments newer than the data its last training job saw (the time it
-/// started), that one included. Part of the judging statement, whose snapshot
-/// predates the judgment (hence `+ 1`), so the hot path pays no statement of its
-/// own for it; it reads at most `train_every` index entries and touches no
-/// shared row. While a training job is queued it reads nothing more than that
-/// job's index entry: the insert it guards would do nothing then (measured: a
-/// tenth of PostgreSQL's time per judgment when it counted, docs/benchmarks.md).
-pub const TRAINING_DUE: &str = "p.train_every > 0
-     and case when exists (select 1 from jobs
-                           where project_id = p.id and kind = 'train' and status = 'queued')
+/// started), that one included. See [`due_after_judgments`].
+pub fn training_due() -> String {
+    format!(
+        "p.train_every > 0 and {}",
+        due_after_judgments("train", "p.train_every", "'-infinity'")
+    )
+}
+
+/// Whether project `p` has `{every}` judgments newer than the start of its newest
+/// job of `kind` (or than `{since}` without one), the judgment being stored
+/// included: a clause of the judging statement, whose snapshot predates the
+/// judgment (hence `+ 1`), so the hot path pays no statement of its own for it. It
+/// reads at most `{every}` index entries and touches no shared row; while a job of
+/// `kind` is queued it reads only that job's index entry, as the insert it guards
+/// would do nothing then (measured: a tenth of PostgreSQL's time per judgment when
+/// it counted, docs/benchmarks.md). Jobs run in order, so the newest one's start
+/// bounds the data it saw.
+pub fn due_after_judgments(kind: &str, every: &str, since: &str) -> String {
+    format!(
+        "case when exists (select 1 from jobs
+                           where project_id = p.id and kind = '{kind}' and status = 'queued')
          then false
          else (select count(*) from (
-              select 1 from judgments j
-              where j.project_id = p.id
-                and j.created_at > coalesce(
-                    -- the newest train job only (an index probe on the hot
-                    -- path): jobs run in order, so its start bounds the data seen
-                    (select coalesce(started_at, created_at) from jobs
-                     where project_id = p.id and kind = 'train'
-                     order by created_at desc limit 1),
-                    '-infinity')
-              limit p.train_every) recent) + 1 >= p.train_every end";
+                   select 1 from judgments j
+                   where j.project_id = p.id
+                     and j.created_at > coalesce(
+                         (select coalesce(started_at, created_at) from jobs
+                          where project_id = p.id and kind = '{kind}'
+                          order by created_at desc limit 1),
+                         {since})
+                   limit {every}) recent) + 1 >= {every} end"
+    )
+}

@@ -495,29 +495,18 @@ pub async fn enqueue(
 }
 
 /// Queue a quality refresh once `quality_every` judgments are newer than the last
-/// quality job's start, counting the judgment being stored (`+ 1`: it is written by
-/// the same statement, so not yet visible to it). A clause for the judgment's own
-/// statement (`labeling::submit`), reading the project's id from `{project}`; a
-/// project with no stored report costs a primary-key probe, one with a report reads
-/// at most `quality_every` index entries (like `jobs::storage::TRAINING_DUE`).
+/// quality job's start (or the stored report), counting the judgment being stored.
+/// A clause for the judgment's own statement (`labeling::submit`), reading the
+/// project's id from `{project}`; a project with no stored report costs a
+/// primary-key probe, one with a report what
+/// [`crate::jobs::storage::due_after_judgments`] reads.
 pub fn refresh_if_due(project: &str) -> String {
     format!(
         "insert into jobs (kind, project_id, payload)
          select '{KIND}', p.id, '{{\"reason\": \"new judgments\"}}'
          from projects p join quality_results r on r.project_id = p.id
-         where p.id = {project}
-           -- none queued already (the insert would do nothing), then count
-           and not exists (select 1 from jobs
-                           where project_id = p.id and kind = '{KIND}' and status = 'queued')
-           and (select count(*) from (
-                    select 1 from judgments j
-                    where j.project_id = p.id
-                      and j.created_at > coalesce(
-                          (select coalesce(started_at, created_at) from jobs
-                           where project_id = p.id and kind = '{KIND}'
-                           order by created_at desc limit 1),
-                          r.computed_at)
-                    limit p.quality_every) recent) + 1 >= p.quality_every
-         on conflict (project_id, kind) where status = 'queued' do nothing"
+         where p.id = {project} and {due}
+         on conflict (project_id, kind) where status = 'queued' do nothing",
+        due = crate::jobs::storage::due_after_judgments(KIND, "p.quality_every", "r.computed_at"),
     )
 }
