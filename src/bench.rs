@@ -109,15 +109,17 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     println!(
         "baseline: single-row inserts, each committed, at the same concurrency: `pg inserts/s` \
          from this process's client (sqlx, as the server uses), `pgbench/s` from pgbench \
-         (when on the PATH); `ratio` is judgments/s over pgbench/s, or over pg inserts/s without it"
+         (when on the PATH); `ratio` is judgments/s over pgbench/s, or over pg inserts/s without it; \
+         `batch`: judgments per judging statement (the server writes those waiting together)"
     );
     println!(
-        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>13} {:>11} {:>6}",
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>6} {:>13} {:>11} {:>6}",
         "raters",
         "judgments/s",
         "next p50/p95/p99",
         "submit p50/p95/p99",
         "both p50/p99 ms",
+        "batch",
         "errors",
         "pg inserts/s",
         "pgbench/s",
@@ -134,9 +136,11 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 true => Some(start_training(&pool, &harness.dir, opts.training_nice).await?),
                 false => None,
             };
+            let written = harness.judgments.stats();
             let r = harness
                 .level(&tokens[..n], n, opts.seconds, std::time::Duration::ZERO)
                 .await;
+            let written = harness.judgments.stats().since(written);
             if let Some((stop, task)) = trainer {
                 let _ = stop.send(true);
                 let _ = task.await;
@@ -153,12 +157,13 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 None => ("-".into(), rate / inserts),
             };
             println!(
-                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6} {:>13.0} {:>11} {:>6.2}{}",
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6.1} {:>6} {:>13.0} {:>11} {:>6.2}{}",
                 n,
                 rate,
                 next,
                 submit,
                 both,
+                written.per_statement(),
                 r.errors,
                 inserts,
                 pgbench_col,

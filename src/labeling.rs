@@ -15,7 +15,8 @@
 //! next`): after the caller's token and project lookups, a regular `next` is one
 //! statement (reap, the rater's leases, pick, take a slot, lease, read the
 //! pair) and a judgment is one statement (judge the lease, write the judgment,
-//! count it, queue the jobs it calls for), each its own transaction. The
+//! count it, queue the jobs it calls for), each its own transaction. Under load
+//! the judgments waiting at one moment share that statement ([`writer`]). The
 //! uncommon answers (a quality check, a refusal) take a few more.
 
 use rand::Rng;
@@ -30,6 +31,9 @@ use crate::{
     error::{Error, Result},
     projects::Access,
 };
+
+pub mod writer;
+pub use writer::Writer;
 
 /// A rater may hold this many live leases per project (the page fetches one
 /// ahead); asking for more gives back the oldest, so a client bug or a reload
@@ -490,14 +494,16 @@ pub const MAX_TEXT: usize = 10_000;
 /// Store a judgment for one of the caller's assignments. Returns the judgment
 /// and whether it was created now (false: an idempotent replay of the same key).
 ///
-/// The common case is one statement, committed on its own: the assignment is
-/// marked judged only if it is the caller's live lease and the answer fits the
-/// project, and in the same statement the judgment is written, the pair's counts
-/// change and any job the judgment calls for is queued. When that statement
-/// changes nothing, [`refusal`] reads why and answers as the caller needs
-/// (a replay, or the error), so every refusal is explained by one code path.
+/// The common case is one statement, committed on its own, that `writer` shares
+/// with the other judgments waiting when it is free (see [`writer`]): the
+/// assignment is marked judged only if it is the caller's live lease and the
+/// answer fits the project, and in the same statement the judgment is written,
+/// the pair's counts change and any job the judgment calls for is queued. When
+/// that statement changes nothing for it, [`refusal`] reads why and answers as
+/// the caller needs (a replay, or the error), so every refusal is explained by
+/// one code path.
 pub async fn submit(
-    pool: &PgPool,
+    writer: &Writer,
     rater: &User,
     assignment_id: Uuid,
     input: &JudgmentInput,
@@ -511,6 +517,7 @@ pub async fn submit(
             message: "Idempotency-Key must be 1-200 characters".into(),
         });
     }
+    let pool = writer.pool();
     let submission = Submission {
         rater,
         assignment_id,
@@ -520,10 +527,16 @@ pub async fn submit(
     // Answers that are wrong whatever the project go straight to `refusal`, which
     // reports them in their place among the other checks.
     if validate_input(input).is_ok() {
+        let pending = writer::Pending {
+            rater_id: rater.id,
+            assignment_id,
+            input: input.clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
         // Twice at most: a lease refused and then found in order by `refusal` can
         // only mean a concurrent change in between; the second try settles it.
         for _ in 0..2 {
-            if let Some(j) = store(pool, &submission).await? {
+            if let Some(j) = writer.store(pending.clone()).await? {
                 return Ok((j, true));
             }
             match refusal(pool, &submission).await? {
@@ -553,108 +566,9 @@ struct Submission<'a> {
     idempotency_key: Option<&'a str>,
 }
 
-/// The judgment in one statement (see [`submit`]): None when the assignment is not
-/// the rater's live lease or the answer does not fit the project.
-///
-/// Concurrency: the update locks the assignment; a concurrent judgment or reap of
-/// it makes PostgreSQL re-check the conditions on the new version, so one wins and
-/// the other changes nothing. Every sub-statement sees the snapshot taken before
-/// the judgment, so the training check counts it with `+ 1` (as `training_due`
-/// says) and so does the quality refresh's.
-async fn store(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judgment>> {
-    let Submission {
-        rater,
-        input,
-        idempotency_key,
-        ..
-    } = *submission;
-    static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "with a as (
-                 update assignments a set state = 'judged', judged_at = now()
-                 from projects p
-                 where a.id = $1 and a.rater_id = $2 and a.state = 'leased'
-                   and a.expires_at > now() and p.id = a.project_id
-                   and $5 = any(p.options)
-                   and case when $7::int is null then true
-                            else $7 between 1 and coalesce(p.strength_scale, 0) end
-                   and case p.rationale when 'required' then $8::text is not null
-                                        when 'off' then $8::text is null
-                                        else true end
-                 returning a.comparison_id, a.project_id, a.left_is_a, a.kind,
-                     coalesce((select m.excluded_at is not null from project_members m
-                               where m.project_id = a.project_id and m.user_id = a.rater_id),
-                              false) as excluded,
-                     {training_due} as training_due),
-             j as (
-                 insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
-                     displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
-                     duration_ms, idempotency_key, replays, answered_before_clip_end, kind)
-                 select $1, a.comparison_id, a.project_id, $2,
-                        case when a.left_is_a then $3 else $4 end, $5, a.left_is_a,
-                        $7, $8, $9, $10, $11, $6, $12, $13, a.kind
-                 from a
-                 returning {JUDGMENT_COLUMNS}),
-             -- only a regular assignment holds a slot of the pair's coverage; an
-             -- excluded rater's judgment does not cover the pair (re-including
-             -- them counts it then)
-             c as (
-                 update comparisons c
-                 set judged_count = c.judged_count + case when a.excluded then 0 else 1 end,
-                     leased_count = c.leased_count - 1
-                 from a where c.id = a.comparison_id and a.kind = 'regular'
-                 returning c.project_id, c.generated and c.judged_count >= c.overlap as refill),
-             -- a generated pair is complete: the generator tops the queue up again
-             refill as (
-                 insert into jobs (kind, project_id, payload)
-                 select '{select}', project_id, '{{\"reason\": \"pair judged\"}}' from c where refill
-                 on conflict (project_id, kind) where status = 'queued' do nothing),
-             -- retraining is queued with the judgment that calls for it
-             train as (
-                 insert into jobs (kind, project_id, payload)
-                 select 'train', project_id, '{{\"reason\": \"new judgments\"}}'
-                 from a where training_due
-                 on conflict (project_id, kind) where status = 'queued' do nothing),
-             -- a stored quality report is refreshed after enough new judgments
-             quality as ({quality})
-             select * from j",
-            training_due = crate::jobs::storage::training_due(),
-            select = crate::selection::job::KIND,
-            quality = crate::quality::store::refresh_if_due("(select project_id from a)"),
-        )
-    });
-    // Durable before the client hears of it: the statement's commit waits for the
-    // WAL flush.
-    sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
-        .bind(submission.assignment_id)
-        .bind(rater.id)
-        .bind(canonical(&input.choice, true))
-        .bind(canonical(&input.choice, false))
-        .bind(&input.choice)
-        .bind(idempotency_key)
-        .bind(input.strength)
-        .bind(non_blank(&input.rationale))
-        .bind(input.content_flag)
-        .bind(non_blank(&input.flag_reason))
-        .bind(input.duration_ms)
-        .bind(input.replays)
-        .bind(input.answered_before_clip_end)
-        .fetch_optional(pool)
-        .await
-        .map_err(
-            |e| match e.as_database_error().and_then(|d| d.constraint()) {
-                Some("judgments_idempotency_idx") => Error::Conflict {
-                    code: "idempotency_key_reused",
-                    message: "this Idempotency-Key was already used for another assignment".into(),
-                },
-                _ => e.into(),
-            },
-        )
-}
-
-/// Why [`store`] wrote nothing: the replayed judgment of an idempotency key, or the
+/// Why [`Writer::store`] wrote nothing: the replayed judgment of an idempotency key, or the
 /// error the caller gets. `Ok(None)` when the assignment is in order after all (it
-/// changed since `store` looked).
+/// changed since the writer looked).
 async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judgment>> {
     let Submission {
         rater,

@@ -56,6 +56,8 @@ pub(crate) struct Harness {
     base: String,
     client: HttpClient,
     pub dir: std::path::PathBuf,
+    /// The server's judgment writer, for its counts.
+    pub judgments: crate::labeling::Writer,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -72,7 +74,9 @@ impl Harness {
                 max_import_bytes: 1 << 20,
             }),
             models: Default::default(),
+            judgments: crate::labeling::Writer::spawn(pool.clone()),
         };
+        let judgments = state.judgments.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -86,6 +90,7 @@ impl Harness {
             base: format!("http://{addr}/api/v1"),
             client,
             dir,
+            judgments,
             stop,
             server,
         })

@@ -401,7 +401,7 @@ async fn submit_judgment(
         })?),
         None => None,
     };
-    let (judgment, created) = labeling::submit(&state.pool, &user, id, &input, key).await?;
+    let (judgment, created) = labeling::submit(&state.judgments, &user, id, &input, key).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

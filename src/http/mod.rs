@@ -38,6 +38,8 @@ pub struct AppState {
     pub inner: Arc<Settings>,
     /// Reward models loaded for scoring.
     pub models: Arc<crate::reward::ModelCache>,
+    /// Writes judgments, many in one statement under load.
+    pub judgments: crate::labeling::Writer,
 }
 
 /// Server settings fixed at start-up.

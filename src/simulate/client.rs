@@ -57,6 +57,7 @@ pub async fn label_all(
             max_import_bytes: 1 << 20,
         }),
         models: Default::default(),
+        judgments: crate::labeling::Writer::spawn(pool.clone()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/api/v1", listener.local_addr()?);

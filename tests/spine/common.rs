@@ -122,6 +122,7 @@ pub fn app_on(pool: PgPool, url: String) -> TestApp {
             max_import_bytes: 8 << 20,
         }),
         models: Default::default(),
+        judgments: backflip::labeling::Writer::spawn(pool.clone()),
     };
     TestApp {
         router: backflip::http::router(state.clone()),

@@ -137,3 +137,194 @@ async fn concurrent_retries_with_one_key_store_one_judgment() {
     assert_eq!(ids.len(), 1, "every reply names the same judgment");
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 }
+
+/// A judgment to send: the rater's token, the assignment, the Idempotency-Key.
+struct Answer {
+    token: String,
+    assignment: String,
+    key: String,
+}
+
+/// The rater's next assignment.
+async fn lease(app: &TestApp, slug: &str, token: &str) -> Answer {
+    let res = app
+        .get(&format!("/api/v1/projects/{slug}/next"), token)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let assignment = res.json()["assignment_id"].as_str().unwrap().to_owned();
+    Answer {
+        token: token.to_owned(),
+        key: format!("key-{assignment}"),
+        assignment,
+    }
+}
+
+fn send(app: &Arc<TestApp>, a: &Answer) -> tokio::task::JoinHandle<crate::common::Res> {
+    let app = app.clone();
+    let req = Request::post(format!("/api/v1/assignments/{}/judgment", a.assignment))
+        .header(header::AUTHORIZATION, format!("Bearer {}", a.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", &a.key)
+        .body(json!({"choice": "left"}).to_string().into())
+        .unwrap();
+    tokio::spawn(async move { app.send(req).await })
+}
+
+/// Sessions of the test database waiting for a row lock.
+async fn lock_waiters(app: &TestApp) -> usize {
+    app.count(
+        "select count(*) from pg_stat_activity
+         where datname = current_database() and wait_event_type = 'Lock'",
+    )
+    .await as usize
+}
+
+/// Wait (ten seconds at most) until `done`.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Keep the writer's tasks busy (each judging one of `held`, whose rows the test
+/// locks), queue `queued` in order meanwhile, then let go: the queued judgments
+/// are written together. Every response, `held`'s first.
+async fn behind_a_busy_writer(
+    app: &Arc<TestApp>,
+    held: &[Answer],
+    queued: &[Answer],
+) -> Vec<crate::common::Res> {
+    let mut lock = app.pool.begin().await.unwrap();
+    let ids: Vec<uuid::Uuid> = held.iter().map(|a| a.assignment.parse().unwrap()).collect();
+    sqlx::query("select 1 from assignments where id = any($1) for update")
+        .bind(&ids)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    // One at a time, so each writing task takes one.
+    for (i, a) in held.iter().enumerate() {
+        tasks.push(send(app, a));
+        until("a writing task to wait for the lock", async || {
+            lock_waiters(app).await == i + 1
+        })
+        .await;
+    }
+    let writer = app.state.judgments.clone();
+    for (i, a) in queued.iter().enumerate() {
+        tasks.push(send(app, a));
+        until("the judgment to queue", async || {
+            writer.stats().queued == i + 1
+        })
+        .await;
+    }
+    lock.commit().await.unwrap();
+    let mut responses = Vec::new();
+    for t in tasks {
+        responses.push(t.await.unwrap());
+    }
+    responses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn judgments_that_wait_are_written_together_and_a_pair_judged_twice_counts_twice() {
+    let app = Arc::new(app().await);
+    let lead = app.project("batch", json!({"overlap": 3})).await;
+    app.import_text_pairs("batch", &lead, 8).await;
+    let tokens = raters(&app, "batch", &lead, 12).await;
+    // Pairs go out in import order, each to three raters: four pairs, three leases each.
+    let mut answers = Vec::new();
+    for t in &tokens {
+        answers.push(lease(&app, "batch", t).await);
+    }
+    let queued = answers.split_off(2);
+    let before = app.state.judgments.stats();
+    let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    for r in &responses {
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let after = app.state.judgments.stats();
+    assert_eq!(after.judgments - before.judgments, 12);
+    assert_eq!(
+        after.largest, 10,
+        "the ten that waited went in one statement"
+    );
+    assert_eq!(after.statements - before.statements, 3);
+    // Each answer stored once, under its own key, for its own assignment.
+    for (a, r) in answers.iter().chain(&queued).zip(&responses) {
+        assert_eq!(r.json()["assignment_id"], a.assignment.as_str());
+    }
+    assert_eq!(
+        app.count("select count(distinct idempotency_key) from judgments")
+            .await,
+        12
+    );
+    // Three judgments of each of four pairs, counted, with no lease left over.
+    let counts: Vec<(i32, i32)> = sqlx::query_as(
+        "select judged_count, leased_count from comparisons where judged_count > 0 order by 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, vec![(3, 0); 4]);
+    assert_eq!(
+        app.count("select count(*) from assignments where state = 'judged'")
+            .await,
+        12
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bad_judgment_in_a_batch_is_refused_alone() {
+    let app = Arc::new(app().await);
+    let lead = app.project("batchbad", json!({"overlap": 1})).await;
+    app.import_text_pairs("batchbad", &lead, 12).await;
+    let tokens = raters(&app, "batchbad", &lead, 6).await;
+    let mut answers = Vec::new();
+    for t in &tokens {
+        answers.push(lease(&app, "batchbad", t).await);
+    }
+    // The last rater holds a second lease and sends it with the key of the first,
+    // and another rater sends the same assignment twice.
+    let mut reused = lease(&app, "batchbad", &tokens[5]).await;
+    reused.key = answers[5].key.clone();
+    let twice = Answer {
+        token: answers[4].token.clone(),
+        assignment: answers[4].assignment.clone(),
+        key: answers[4].key.clone(),
+    };
+    let queued: Vec<Answer> = answers
+        .split_off(2)
+        .into_iter()
+        .chain([reused, twice])
+        .collect();
+    let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 201, 201, 409, 200],
+        "{statuses:?}"
+    );
+    assert_eq!(responses[6].code(), "idempotency_key_reused");
+    assert_eq!(
+        responses[7].json()["id"],
+        responses[4].json()["id"],
+        "a replay"
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 6);
+    assert_eq!(
+        app.count("select count(*) from comparisons where judged_count = 1 and leased_count = 0")
+            .await,
+        6
+    );
+    assert_eq!(
+        app.count("select count(*) from comparisons where leased_count = 1")
+            .await,
+        1,
+        "the refused judgment's lease is still held"
+    );
+}

@@ -118,7 +118,15 @@ pub(super) async fn label(
     };
     // The assignment id doubles as the idempotency key: a resubmitted form stores nothing new.
     let key = format!("form-{}", f.assignment_id);
-    match labeling::submit(&state.pool, s.user(), f.assignment_id, &input, Some(&key)).await {
+    match labeling::submit(
+        &state.judgments,
+        s.user(),
+        f.assignment_id,
+        &input,
+        Some(&key),
+    )
+    .await
+    {
         Ok(_) => Ok(Redirect::to(&format!("/projects/{slug}/label")).into_response()),
         Err(e @ (Error::Invalid { .. } | Error::Gone { .. } | Error::Conflict { .. })) => {
             let page = LabelPage::load(&state, &s, access, Some(e.to_string())).await?;

@@ -1,0 +1,351 @@
+//! Judgments written many at a time.
+//!
+//! Every judgment is one statement (see [`super::submit`]), and under load most
+//! of PostgreSQL's work on it is the statement's own cost, not the rows': start
+//! the executor and its triggers, check the locks, commit and flush the WAL
+//! (docs/benchmarks.md, "One statement per call"). A [`Writer`] is a task that
+//! takes the judgments waiting for it and writes them all in one statement: one
+//! start-up and one commit for the lot. It never waits to fill a batch: it takes
+//! what is queued when it is free, so a lone judgment goes at once, and a batch
+//! grows only while the last one is being written.
+//!
+//! Nothing is acknowledged before its batch commits: each caller hears back
+//! only then. A batch that fails as a whole (a reused idempotency key, a
+//! deadlock) is written again one judgment at a time, so each caller gets its
+//! own answer, as without batching.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+};
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{JUDGMENT_COLUMNS, Judgment, JudgmentInput, canonical, non_blank};
+use crate::error::{Error, Result};
+
+/// The most judgments in one statement.
+pub const MAX_BATCH: usize = 64;
+
+/// Tasks writing batches side by side: while one waits for its commit, the next
+/// gathers what arrives meanwhile.
+const TASKS: usize = 2;
+
+/// A judgment to store: the rater's live lease `assignment_id`, answered.
+#[derive(Clone)]
+pub(super) struct Pending {
+    pub rater_id: Uuid,
+    pub assignment_id: Uuid,
+    pub input: JudgmentInput,
+    pub idempotency_key: Option<String>,
+}
+
+struct Job {
+    pending: Pending,
+    reply: oneshot::Sender<Result<Option<Judgment>>>,
+}
+
+/// The handle to the writing tasks (cheap to clone). The tasks end when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct Writer {
+    pool: PgPool,
+    jobs: mpsc::Sender<Job>,
+    counts: Arc<Counts>,
+}
+
+/// What the writer has done since it started.
+#[derive(Debug, Default)]
+struct Counts {
+    statements: AtomicU64,
+    judgments: AtomicU64,
+    largest: AtomicUsize,
+}
+
+/// What the writer has done since it started, for benchmarks and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Judging statements run (a batch, or one judgment on its own).
+    pub statements: u64,
+    /// Judgments those statements wrote.
+    pub judgments: u64,
+    /// The most judgments one statement was given.
+    pub largest: usize,
+    /// Judgments waiting for a writing task now.
+    pub queued: usize,
+}
+
+impl WriterStats {
+    /// The statements and judgments since `earlier` (the largest and the queue as now).
+    pub fn since(self, earlier: WriterStats) -> WriterStats {
+        WriterStats {
+            statements: self.statements - earlier.statements,
+            judgments: self.judgments - earlier.judgments,
+            ..self
+        }
+    }
+
+    /// Judgments written per statement.
+    pub fn per_statement(&self) -> f64 {
+        self.judgments as f64 / self.statements.max(1) as f64
+    }
+}
+
+impl Writer {
+    /// Start the writing tasks on the current Tokio runtime.
+    pub fn spawn(pool: PgPool) -> Writer {
+        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+        let queue = Arc::new(Mutex::new(queue));
+        let counts = Arc::new(Counts::default());
+        for _ in 0..TASKS {
+            tokio::spawn(run(pool.clone(), queue.clone(), counts.clone()));
+        }
+        Writer { pool, jobs, counts }
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            statements: self.counts.statements.load(Relaxed),
+            judgments: self.counts.judgments.load(Relaxed),
+            largest: self.counts.largest.load(Relaxed),
+            queued: self.jobs.max_capacity() - self.jobs.capacity(),
+        }
+    }
+
+    /// The pool the judgments are written to.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Write `pending` (in a batch with whatever else is waiting): its judgment
+    /// once committed, or None when the assignment is not the rater's live lease or
+    /// the answer does not fit the project.
+    pub(super) async fn store(&self, pending: Pending) -> Result<Option<Judgment>> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || Error::Internal(anyhow::anyhow!("the judgment writer has stopped"));
+        self.jobs
+            .send(Job { pending, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// One writing task: take what is queued (waiting only for the first), write it.
+async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut queue = queue.lock().await;
+            if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        write(&pool, &counts, std::mem::take(&mut jobs)).await;
+    }
+}
+
+/// Write `jobs` and answer each: together when they can be, one by one otherwise.
+async fn write(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
+    // A second judgment of one assignment in the same batch waits for the first
+    // to commit, then is refused or replayed on its own, as it would have been.
+    let mut seen = std::collections::HashSet::with_capacity(jobs.len());
+    let (batch, again): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| seen.insert(j.pending.assignment_id));
+    if batch.len() == 1 {
+        alone(pool, counts, batch).await;
+    } else {
+        let pending: Vec<&Pending> = batch.iter().map(|j| &j.pending).collect();
+        match store(pool, counts, &pending).await {
+            Ok(stored) => {
+                let mut by_assignment: HashMap<Uuid, Judgment> =
+                    stored.into_iter().map(|j| (j.assignment_id, j)).collect();
+                for job in batch {
+                    let judgment = by_assignment.remove(&job.pending.assignment_id);
+                    let _ = job.reply.send(Ok(judgment));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = batch.len(), "judgment batch failed; writing one by one");
+                alone(pool, counts, batch).await;
+            }
+        }
+    }
+    alone(pool, counts, again).await;
+}
+
+/// Each job in a statement of its own, answered with that statement's outcome.
+async fn alone(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
+    for job in jobs {
+        let result = store(pool, counts, &[&job.pending])
+            .await
+            .map(|stored| stored.into_iter().next());
+        let _ = job.reply.send(result);
+    }
+}
+
+/// The judgments in one statement: for each pending judgment whose assignment
+/// is the rater's live lease and whose answer fits the project, the assignment
+/// is marked judged, the judgment written, the pair's counts changed and any job
+/// the judgments call for queued. Returns the judgments written.
+///
+/// Concurrency: the update locks each assignment; a concurrent judgment or reap
+/// of one makes PostgreSQL re-check the conditions on the new version, so one
+/// wins and the other changes nothing. Every sub-statement sees the snapshot
+/// taken before the batch, so each judgment's training and quality checks count
+/// it (`+ 1`) but not the others of its batch: with many, a job is queued at most
+/// a batch later than it would have been.
+async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<Vec<Judgment>> {
+    static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "with i as (
+                 select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::int[], $8::text[], $9::bool[], $10::text[],
+                                      $11::int[], $12::int[], $13::bool[])
+                     as i(assignment_id, rater_id, choice_a, choice_b, choice, idempotency_key,
+                          strength, rationale, content_flag, flag_reason, duration_ms, replays,
+                          answered_before_clip_end)),
+             a as (
+                 update assignments a set state = 'judged', judged_at = now()
+                 from i, projects p
+                 where a.id = i.assignment_id and a.rater_id = i.rater_id and a.state = 'leased'
+                   and a.expires_at > now() and p.id = a.project_id
+                   and i.choice = any(p.options)
+                   and case when i.strength is null then true
+                            else i.strength between 1 and coalesce(p.strength_scale, 0) end
+                   and case p.rationale when 'required' then i.rationale is not null
+                                        when 'off' then i.rationale is null
+                                        else true end
+                 returning a.id, a.comparison_id, a.project_id, a.rater_id, a.left_is_a, a.kind,
+                     case when a.left_is_a then i.choice_a else i.choice_b end as canonical,
+                     i.choice, i.idempotency_key, i.strength, i.rationale, i.content_flag,
+                     i.flag_reason, i.duration_ms, i.replays, i.answered_before_clip_end,
+                     coalesce((select m.excluded_at is not null from project_members m
+                               where m.project_id = a.project_id and m.user_id = a.rater_id),
+                              false) as excluded,
+                     {training_due} as training_due),
+             j as (
+                 insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
+                     displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
+                     duration_ms, idempotency_key, replays, answered_before_clip_end, kind)
+                 select id, comparison_id, project_id, rater_id, canonical, choice, left_is_a,
+                        strength, rationale, content_flag, flag_reason, duration_ms,
+                        idempotency_key, replays, answered_before_clip_end, kind
+                 from a
+                 returning {JUDGMENT_COLUMNS}),
+             -- only a regular assignment holds a slot of the pair's coverage; an
+             -- excluded rater's judgment does not cover the pair (re-including
+             -- them counts it then); two judgments of one pair count together, as
+             -- an update changes a row once
+             c as (
+                 update comparisons c
+                 set judged_count = c.judged_count + n.judged,
+                     leased_count = c.leased_count - n.judgments
+                 from (select comparison_id, count(*) filter (where not excluded) as judged,
+                              count(*) as judgments
+                       from a where kind = 'regular' group by comparison_id) n
+                 where c.id = n.comparison_id
+                 returning c.project_id, c.generated and c.judged_count >= c.overlap as refill),
+             -- a generated pair is complete: the generator tops the queue up again
+             refill as (
+                 insert into jobs (kind, project_id, payload)
+                 select '{select}', project_id, '{{\"reason\": \"pair judged\"}}'
+                 from (select distinct project_id from c where refill) r
+                 on conflict (project_id, kind) where status = 'queued' do nothing),
+             -- retraining is queued with the judgment that calls for it
+             train as (
+                 insert into jobs (kind, project_id, payload)
+                 select 'train', project_id, '{{\"reason\": \"new judgments\"}}'
+                 from (select distinct project_id from a where training_due) t
+                 on conflict (project_id, kind) where status = 'queued' do nothing),
+             -- a stored quality report is refreshed after enough new judgments
+             quality as ({quality})
+             select * from j",
+            training_due = crate::jobs::storage::training_due(),
+            select = crate::selection::job::KIND,
+            quality = crate::quality::store::refresh_if_due("any(array(select project_id from a))"),
+        )
+    });
+    counts.statements.fetch_add(1, Relaxed);
+    counts.largest.fetch_max(pending.len(), Relaxed);
+    // Durable before any caller hears of it: the statement's commit waits for the
+    // WAL flush.
+    let stored: Vec<Judgment> = sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
+        .bind(pending.iter().map(|p| p.assignment_id).collect::<Vec<_>>())
+        .bind(pending.iter().map(|p| p.rater_id).collect::<Vec<_>>())
+        .bind(
+            pending
+                .iter()
+                .map(|p| canonical(&p.input.choice, true))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            pending
+                .iter()
+                .map(|p| canonical(&p.input.choice, false))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            pending
+                .iter()
+                .map(|p| p.input.choice.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            pending
+                .iter()
+                .map(|p| p.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(pending.iter().map(|p| p.input.strength).collect::<Vec<_>>())
+        .bind(
+            pending
+                .iter()
+                .map(|p| non_blank(&p.input.rationale))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            pending
+                .iter()
+                .map(|p| p.input.content_flag)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            pending
+                .iter()
+                .map(|p| non_blank(&p.input.flag_reason))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            pending
+                .iter()
+                .map(|p| p.input.duration_ms)
+                .collect::<Vec<_>>(),
+        )
+        .bind(pending.iter().map(|p| p.input.replays).collect::<Vec<_>>())
+        .bind(
+            pending
+                .iter()
+                .map(|p| p.input.answered_before_clip_end)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(
+            |e| match e.as_database_error().and_then(|d| d.constraint()) {
+                Some("judgments_idempotency_idx") => Error::Conflict {
+                    code: "idempotency_key_reused",
+                    message: "this Idempotency-Key was already used for another assignment".into(),
+                },
+                _ => e.into(),
+            },
+        )?;
+    counts.judgments.fetch_add(stored.len() as u64, Relaxed);
+    Ok(stored)
+}
