@@ -242,14 +242,16 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
              -- only a regular assignment holds a slot of the pair's coverage; an
              -- excluded rater's judgment does not cover the pair (re-including
              -- them counts it then); two judgments of one pair count together, as
-             -- an update changes a row once
+             -- an update changes a row once; pairs are taken in id order, so two
+             -- batches lock the pairs they share in the same order
              c as (
                  update comparisons c
                  set judged_count = c.judged_count + n.judged,
                      leased_count = c.leased_count - n.judgments
                  from (select comparison_id, count(*) filter (where not excluded) as judged,
                               count(*) as judgments
-                       from a where kind = 'regular' group by comparison_id) n
+                       from a where kind = 'regular' group by comparison_id
+                       order by comparison_id) n
                  where c.id = n.comparison_id
                  returning c.project_id, c.generated and c.judged_count >= c.overlap as refill),
              -- a generated pair is complete: the generator tops the queue up again
