@@ -171,6 +171,13 @@ async fn write(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
                     let _ = job.reply.send(Ok(judgment));
                 }
             }
+            // The database is out of reach: so it is for every one of them (a 503
+            // each now, rather than one pool timeout after another).
+            Err(Error::Unavailable) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(Error::Unavailable));
+                }
+            }
             Err(e) => {
                 tracing::debug!(error = %e, size = batch.len(), "judgment batch failed; writing one by one");
                 alone(pool, counts, batch).await;
@@ -180,12 +187,18 @@ async fn write(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
     alone(pool, counts, again).await;
 }
 
-/// Each job in a statement of its own, answered with that statement's outcome.
+/// Each job in a statement of its own, answered with that statement's outcome;
+/// once the database is out of reach, the rest are answered so at once.
 async fn alone(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
+    let mut reachable = true;
     for job in jobs {
-        let result = store(pool, counts, &[&job.pending])
-            .await
-            .map(|stored| stored.into_iter().next());
+        let result = match reachable {
+            true => store(pool, counts, &[&job.pending])
+                .await
+                .map(|stored| stored.into_iter().next()),
+            false => Err(Error::Unavailable),
+        };
+        reachable = !matches!(result, Err(Error::Unavailable));
         let _ = job.reply.send(result);
     }
 }
