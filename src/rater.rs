@@ -2,7 +2,7 @@
 //! they must accept, reporting a pair, exposure limits per session, and progress.
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -201,7 +201,8 @@ pub struct Progress {
     pub remaining: i64,
 }
 
-pub async fn progress(pool: &PgPool, access: &Access) -> Result<Progress> {
+/// The rater's progress, read on `conn` (the request's one connection).
+pub async fn progress(conn: &mut PgConnection, access: &Access) -> Result<Progress> {
     let (today, total): (i64, i64) = sqlx::query_as(
         "select count(*) filter (where created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'),
                 count(*)
@@ -209,7 +210,7 @@ pub async fn progress(pool: &PgPool, access: &Access) -> Result<Progress> {
     )
     .bind(access.user.id)
     .bind(access.project.id)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let days: Vec<time::Date> = sqlx::query_scalar(
         "select distinct (created_at at time zone 'utc')::date as d from judgments
@@ -217,7 +218,7 @@ pub async fn progress(pool: &PgPool, access: &Access) -> Result<Progress> {
     )
     .bind(access.user.id)
     .bind(access.project.id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let remaining: i64 = sqlx::query_scalar(
         "select count(*) from comparisons c
@@ -227,9 +228,9 @@ pub async fn progress(pool: &PgPool, access: &Access) -> Result<Progress> {
     )
     .bind(access.project.id)
     .bind(access.user.id)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
-    let session = session(pool, access).await?.map_or(0, |(_, n, _)| n);
+    let session = session(&mut *conn, access).await?.map_or(0, |(_, n, _)| n);
     Ok(Progress {
         today,
         total,

@@ -463,14 +463,13 @@ async fn get_clip(
 /// The caller's progress in a project: today, in total, streak, session, remaining.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/progress", responses((status = 200, body = Progress)))]
 async fn progress(
-    State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    ApiConn { user, mut conn }: ApiConn,
     Path(slug): Path<String>,
 ) -> Result<axum::Json<Progress>> {
-    let access = projects::access(&state.pool, &user, &slug)
+    let access = projects::access(&mut *conn, &user, &slug)
         .await?
         .require_label()?;
-    Ok(axum::Json(rater::progress(&state.pool, &access).await?))
+    Ok(axum::Json(rater::progress(&mut conn, &access).await?))
 }
 
 /// Accept the project's content warning (needed before the first pair when it has one).

@@ -32,7 +32,10 @@ impl LabelPage {
         error: Option<String>,
     ) -> Result<Self, Error> {
         let (mut warning, mut break_message) = (None, None);
-        let pair = match labeling::next(&mut *state.pool.acquire().await?, &access).await {
+        // One connection for the pair and the progress: each trip to the pool
+        // costs a round trip when the connection is given back.
+        let mut conn = state.pool.acquire().await?;
+        let pair = match labeling::next(&mut conn, &access).await {
             Ok(pair) => pair,
             Err(Error::Conflict {
                 code: "content_warning",
@@ -51,7 +54,7 @@ impl LabelPage {
             }
             Err(e) => return Err(e),
         };
-        let progress = rater::progress(&state.pool, &access).await?;
+        let progress = rater::progress(&mut conn, &access).await?;
         let pair_json = match &pair {
             Some(p) => serde_json::to_string(p).map_err(anyhow::Error::from)?,
             None => String::new(),
