@@ -189,26 +189,26 @@ pub async fn release(pool: &PgPool, id: i64, worker: &str) -> sqlx::Result<bool>
 }
 
 /// Whether project `p` (an alias of `projects` in the judging statement) is due
-/// for training once the judgment being stored is in: it has `train_every`
-/// judgments newer than the data its last training job saw (the time it
-/// started), that one included. See [`due_after_judgments`].
-pub fn training_due() -> String {
+/// for training once the `{adding}` judgments being stored are in: it has
+/// `train_every` judgments newer than the data its last training job saw (the
+/// time it started), those included. See [`due_after_judgments`].
+pub fn training_due(adding: &str) -> String {
     format!(
         "p.train_every > 0 and {}",
-        due_after_judgments("train", "p.train_every", "'-infinity'")
+        due_after_judgments("train", "p.train_every", "'-infinity'", adding)
     )
 }
 
 /// Whether project `p` has `{every}` judgments newer than the start of its newest
-/// job of `kind` (or than `{since}` without one), the judgment being stored
-/// included: a clause of the judging statement, whose snapshot predates the
-/// judgment (hence `+ 1`), so the hot path pays no statement of its own for it. It
-/// reads at most `{every}` index entries and touches no shared row; while a job of
-/// `kind` is queued it reads only that job's index entry, as the insert it guards
-/// would do nothing then (measured: a tenth of PostgreSQL's time per judgment when
-/// it counted, docs/benchmarks.md). Jobs run in order, so the newest one's start
-/// bounds the data it saw.
-pub fn due_after_judgments(kind: &str, every: &str, since: &str) -> String {
+/// job of `kind` (or than `{since}` without one), the `{adding}` judgments being
+/// stored included: a clause of the judging statement, whose snapshot predates
+/// them (hence `+ {adding}`), so the hot path pays no statement of its own for
+/// it. It reads at most `{every}` index entries and touches no shared row; while
+/// a job of `kind` is queued it reads only that job's index entry, as the insert
+/// it guards would do nothing then (measured: a tenth of PostgreSQL's time per
+/// judgment when it counted, docs/benchmarks.md). Jobs run in order, so the
+/// newest one's start bounds the data it saw.
+pub fn due_after_judgments(kind: &str, every: &str, since: &str, adding: &str) -> String {
     format!(
         "case when exists (select 1 from jobs
                            where project_id = p.id and kind = '{kind}' and status = 'queued')
@@ -221,6 +221,6 @@ pub fn due_after_judgments(kind: &str, every: &str, since: &str) -> String {
                           where project_id = p.id and kind = '{kind}'
                           order by created_at desc limit 1),
                          {since})
-                   limit {every}) recent) + 1 >= {every} end"
+                   limit {every}) recent) + {adding} >= {every} end"
     )
 }

@@ -210,10 +210,10 @@ async fn alone(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
 ///
 /// Concurrency: the update locks each assignment; a concurrent judgment or reap
 /// of one makes PostgreSQL re-check the conditions on the new version, so one
-/// wins and the other changes nothing. Every sub-statement sees the snapshot
-/// taken before the batch, so each judgment's training and quality checks count
-/// it (`+ 1`) but not the others of its batch: with many, a job is queued at most
-/// a batch later than it would have been.
+/// wins and the other changes nothing. Pairs are locked in id order before they
+/// are counted, so two batches sharing pairs cannot deadlock on them. Every
+/// sub-statement sees the snapshot taken before the batch, so the training and
+/// quality checks add each project's judgments in the batch to what they count.
 async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<Vec<Judgment>> {
     static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
@@ -241,8 +241,7 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
                      i.flag_reason, i.duration_ms, i.replays, i.answered_before_clip_end,
                      coalesce((select m.excluded_at is not null from project_members m
                                where m.project_id = a.project_id and m.user_id = a.rater_id),
-                              false) as excluded,
-                     {training_due} as training_due),
+                              false) as excluded),
              j as (
                  insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
                      displayed_choice, left_is_a, strength, rationale, content_flag, flag_reason,
@@ -252,20 +251,25 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
                         idempotency_key, replays, answered_before_clip_end, kind
                  from a
                  returning {JUDGMENT_COLUMNS}),
+             -- the pairs to count, locked in id order (below the sort), so two
+             -- batches lock the pairs they share in the same order
+             pairs as (
+                 select id from comparisons
+                 where id in (select comparison_id from a where kind = 'regular')
+                 order by id
+                 for no key update),
              -- only a regular assignment holds a slot of the pair's coverage; an
              -- excluded rater's judgment does not cover the pair (re-including
              -- them counts it then); two judgments of one pair count together, as
-             -- an update changes a row once; pairs are taken in id order, so two
-             -- batches lock the pairs they share in the same order
+             -- an update changes a row once
              c as (
                  update comparisons c
                  set judged_count = c.judged_count + n.judged,
                      leased_count = c.leased_count - n.judgments
                  from (select comparison_id, count(*) filter (where not excluded) as judged,
                               count(*) as judgments
-                       from a where kind = 'regular' group by comparison_id
-                       order by comparison_id) n
-                 where c.id = n.comparison_id
+                       from a where kind = 'regular' group by comparison_id) n
+                 where c.id = n.comparison_id and c.id in (select id from pairs)
                  returning c.project_id, c.generated and c.judged_count >= c.overlap as refill),
              -- a generated pair is complete: the generator tops the queue up again
              refill as (
@@ -273,18 +277,22 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
                  select '{select}', project_id, '{{\"reason\": \"pair judged\"}}'
                  from (select distinct project_id from c where refill) r
                  on conflict (project_id, kind) where status = 'queued' do nothing),
-             -- retraining is queued with the judgment that calls for it
+             -- how many judgments each project gets: the checks below see the
+             -- snapshot before them, so they add these
+             b as (select project_id, count(*) as n from a group by project_id),
+             -- retraining is queued with the judgments that call for it
              train as (
                  insert into jobs (kind, project_id, payload)
-                 select 'train', project_id, '{{\"reason\": \"new judgments\"}}'
-                 from (select distinct project_id from a where training_due) t
+                 select 'train', p.id, '{{\"reason\": \"new judgments\"}}'
+                 from b join projects p on p.id = b.project_id
+                 where {training_due}
                  on conflict (project_id, kind) where status = 'queued' do nothing),
              -- a stored quality report is refreshed after enough new judgments
              quality as ({quality})
              select * from j",
-            training_due = crate::jobs::storage::training_due(),
+            training_due = crate::jobs::storage::training_due("b.n"),
             select = crate::selection::job::KIND,
-            quality = crate::quality::store::refresh_if_due("any(array(select project_id from a))"),
+            quality = crate::quality::store::refresh_if_due("b"),
         )
     });
     counts.statements.fetch_add(1, Relaxed);

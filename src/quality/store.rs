@@ -495,18 +495,25 @@ pub async fn enqueue(
 }
 
 /// Queue a quality refresh once `quality_every` judgments are newer than the last
-/// quality job's start (or the stored report), counting the judgment being stored.
-/// A clause for the judgment's own statement (`labeling::submit`), reading the
-/// project's id from `{project}`; a project with no stored report costs a
-/// primary-key probe, one with a report what
-/// [`crate::jobs::storage::due_after_judgments`] reads.
-pub fn refresh_if_due(project: &str) -> String {
+/// quality job's start (or the stored report), counting the judgments being
+/// stored. A clause for the judging statement (`labeling::writer`), reading the
+/// projects and how many judgments each is getting from `{batch}`, a relation
+/// of `(project_id, n)`; a project with no stored report costs a primary-key
+/// probe, one with a report what [`crate::jobs::storage::due_after_judgments`]
+/// reads.
+pub fn refresh_if_due(batch: &str) -> String {
     format!(
         "insert into jobs (kind, project_id, payload)
          select '{KIND}', p.id, '{{\"reason\": \"new judgments\"}}'
-         from projects p join quality_results r on r.project_id = p.id
-         where p.id = {project} and {due}
+         from {batch} b join projects p on p.id = b.project_id
+              join quality_results r on r.project_id = p.id
+         where {due}
          on conflict (project_id, kind) where status = 'queued' do nothing",
-        due = crate::jobs::storage::due_after_judgments(KIND, "p.quality_every", "r.computed_at"),
+        due = crate::jobs::storage::due_after_judgments(
+            KIND,
+            "p.quality_every",
+            "r.computed_at",
+            "b.n"
+        ),
     )
 }

@@ -302,7 +302,14 @@ async fn one_bad_judgment_in_a_batch_is_refused_alone() {
         .into_iter()
         .chain([reused, twice])
         .collect();
+    let before = app.state.judgments.stats();
     let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    let after = app.state.judgments.stats().since(before);
+    // The two held; the batch of five (the repeat kept apart), which failed;
+    // its five again one by one; the repeat.
+    assert_eq!(after.largest, 5);
+    assert_eq!(after.statements, 2 + 1 + 5 + 1);
+    assert_eq!(after.judgments, 6);
     let statuses: Vec<u16> = responses.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(
         statuses,
@@ -327,4 +334,27 @@ async fn one_bad_judgment_in_a_batch_is_refused_alone() {
         1,
         "the refused judgment's lease is still held"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_that_reaches_the_training_threshold_queues_training() {
+    let app = Arc::new(app().await);
+    let lead = app
+        .project("batchtrain", json!({"overlap": 1, "train_every": 5}))
+        .await;
+    app.import_text_pairs("batchtrain", &lead, 8).await;
+    let tokens = raters(&app, "batchtrain", &lead, 6).await;
+    let mut answers = Vec::new();
+    for t in &tokens {
+        answers.push(lease(&app, "batchtrain", t).await);
+    }
+    let queued = answers.split_off(2);
+    let train_jobs = "select count(*) from jobs where kind = 'train'";
+    assert_eq!(app.count(train_jobs).await, 0);
+    // Two alone (each sees at most one other), then four together: each of the
+    // four counting only itself would see 2 + 1 of the 5; the batch sees 2 + 4.
+    let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    assert!(responses.iter().all(|r| r.status == StatusCode::CREATED));
+    assert_eq!(app.state.judgments.stats().largest, 4);
+    assert_eq!(app.count(train_jobs).await, 1);
 }
