@@ -300,64 +300,19 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
     // Durable before any caller hears of it: the statement's commit waits for the
     // WAL flush.
     let stored: Vec<Judgment> = sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
-        .bind(pending.iter().map(|p| p.assignment_id).collect::<Vec<_>>())
-        .bind(pending.iter().map(|p| p.rater_id).collect::<Vec<_>>())
-        .bind(
-            pending
-                .iter()
-                .map(|p| canonical(&p.input.choice, true))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            pending
-                .iter()
-                .map(|p| canonical(&p.input.choice, false))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            pending
-                .iter()
-                .map(|p| p.input.choice.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            pending
-                .iter()
-                .map(|p| p.idempotency_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(pending.iter().map(|p| p.input.strength).collect::<Vec<_>>())
-        .bind(
-            pending
-                .iter()
-                .map(|p| non_blank(&p.input.rationale))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            pending
-                .iter()
-                .map(|p| p.input.content_flag)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            pending
-                .iter()
-                .map(|p| non_blank(&p.input.flag_reason))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            pending
-                .iter()
-                .map(|p| p.input.duration_ms)
-                .collect::<Vec<_>>(),
-        )
-        .bind(pending.iter().map(|p| p.input.replays).collect::<Vec<_>>())
-        .bind(
-            pending
-                .iter()
-                .map(|p| p.input.answered_before_clip_end)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(pending, |p| p.assignment_id))
+        .bind(column(pending, |p| p.rater_id))
+        .bind(column(pending, |p| canonical(&p.input.choice, true)))
+        .bind(column(pending, |p| canonical(&p.input.choice, false)))
+        .bind(column(pending, |p| p.input.choice.as_str()))
+        .bind(column(pending, |p| p.idempotency_key.as_deref()))
+        .bind(column(pending, |p| p.input.strength))
+        .bind(column(pending, |p| non_blank(&p.input.rationale)))
+        .bind(column(pending, |p| p.input.content_flag))
+        .bind(column(pending, |p| non_blank(&p.input.flag_reason)))
+        .bind(column(pending, |p| p.input.duration_ms))
+        .bind(column(pending, |p| p.input.replays))
+        .bind(column(pending, |p| p.input.answered_before_clip_end))
         .fetch_all(pool)
         .await
         .map_err(
@@ -371,4 +326,9 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
         )?;
     counts.judgments.fetch_add(stored.len() as u64, Relaxed);
     Ok(stored)
+}
+
+/// One field of every pending judgment: a column of the statement's input arrays.
+fn column<'a, T>(pending: &[&'a Pending], field: impl Fn(&'a Pending) -> T) -> Vec<T> {
+    pending.iter().map(|p| field(p)).collect()
 }

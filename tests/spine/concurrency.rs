@@ -170,6 +170,25 @@ fn send(app: &Arc<TestApp>, a: &Answer) -> tokio::task::JoinHandle<crate::common
     tokio::spawn(async move { app.send(req).await })
 }
 
+/// A project `slug` with `pairs` text pairs, and `raters` annotators who each hold
+/// a lease on it (pairs go out in import order).
+async fn leased(
+    app: &TestApp,
+    slug: &str,
+    settings: serde_json::Value,
+    pairs: usize,
+    raters_n: usize,
+) -> (Vec<String>, Vec<Answer>) {
+    let lead = app.project(slug, settings).await;
+    app.import_text_pairs(slug, &lead, pairs).await;
+    let tokens = raters(app, slug, &lead, raters_n).await;
+    let mut answers = Vec::new();
+    for t in &tokens {
+        answers.push(lease(app, slug, t).await);
+    }
+    (tokens, answers)
+}
+
 /// Sessions of the test database waiting for a row lock.
 async fn lock_waiters(app: &TestApp) -> usize {
     app.count(
@@ -233,14 +252,8 @@ async fn behind_a_busy_writer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn judgments_that_wait_are_written_together_and_a_pair_judged_twice_counts_twice() {
     let app = Arc::new(app().await);
-    let lead = app.project("batch", json!({"overlap": 3})).await;
-    app.import_text_pairs("batch", &lead, 8).await;
-    let tokens = raters(&app, "batch", &lead, 12).await;
     // Pairs go out in import order, each to three raters: four pairs, three leases each.
-    let mut answers = Vec::new();
-    for t in &tokens {
-        answers.push(lease(&app, "batch", t).await);
-    }
+    let (_, mut answers) = leased(&app, "batch", json!({"overlap": 3}), 8, 12).await;
     let queued = answers.split_off(2);
     let before = app.state.judgments.stats();
     let responses = behind_a_busy_writer(&app, &answers, &queued).await;
@@ -281,13 +294,7 @@ async fn judgments_that_wait_are_written_together_and_a_pair_judged_twice_counts
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_bad_judgment_in_a_batch_is_refused_alone() {
     let app = Arc::new(app().await);
-    let lead = app.project("batchbad", json!({"overlap": 1})).await;
-    app.import_text_pairs("batchbad", &lead, 12).await;
-    let tokens = raters(&app, "batchbad", &lead, 6).await;
-    let mut answers = Vec::new();
-    for t in &tokens {
-        answers.push(lease(&app, "batchbad", t).await);
-    }
+    let (tokens, mut answers) = leased(&app, "batchbad", json!({"overlap": 1}), 12, 6).await;
     // The last rater holds a second lease and sends it with the key of the first,
     // and another rater sends the same assignment twice.
     let mut reused = lease(&app, "batchbad", &tokens[5]).await;
@@ -339,15 +346,8 @@ async fn one_bad_judgment_in_a_batch_is_refused_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_that_reaches_the_training_threshold_queues_training() {
     let app = Arc::new(app().await);
-    let lead = app
-        .project("batchtrain", json!({"overlap": 1, "train_every": 5}))
-        .await;
-    app.import_text_pairs("batchtrain", &lead, 8).await;
-    let tokens = raters(&app, "batchtrain", &lead, 6).await;
-    let mut answers = Vec::new();
-    for t in &tokens {
-        answers.push(lease(&app, "batchtrain", t).await);
-    }
+    let settings = json!({"overlap": 1, "train_every": 5});
+    let (_, mut answers) = leased(&app, "batchtrain", settings, 8, 6).await;
     let queued = answers.split_off(2);
     let train_jobs = "select count(*) from jobs where kind = 'train'";
     assert_eq!(app.count(train_jobs).await, 0);
