@@ -8,8 +8,8 @@
 //! PostgreSQL re-checks `is_open` (stored: `judged_count + leased_count <
 //! overlap`) on the new version before locking it, so a pair is never
 //! over-assigned. Expired leases
-//! are reaped (and their slot given back) at the start of `next`'s statement,
-//! skipping rows a judgment is writing.
+//! are reaped (and their slot given back) by `next`'s statement, skipping rows
+//! a judgment is writing: `next` never waits for a row lock.
 //!
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
 //! next`): after the caller's token and project lookups, a regular `next` is one
@@ -139,20 +139,26 @@ static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new
 });
 
 /// The regular `next` in one statement, `$5` and `$6` being the gold and repeat
-/// rolls: give the project's expired leases back to the queue (skipping leases
-/// a judgment is writing), read the quality settings, whether the rater is
+/// rolls: give the project's expired leases back to the queue, skipping leases
+/// a judgment is writing and pairs another statement has locked (a later `next`
+/// reaps those), read the quality settings, whether the rater is
 /// paused and the oldest live lease with how many the rater holds (`s`), and —
 /// only when the rater may have a new regular pair — pick one, skipping pairs
 /// other raters are taking right now, and lease it. A pair reaped here is not
 /// picked in the same statement (a row is changed once per statement); the
 /// waiting pick that follows an empty answer sees it.
+///
+/// The statement never waits for a row lock: the pairs it reaps are locked
+/// with the leases (the reap itself runs last, as it is referenced by nothing),
+/// and the pick skips what is locked. So it cannot deadlock with a batch of
+/// judgments, which locks pairs (in id order) and may wait for this statement.
 static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "with expired as (
              update assignments set state = 'expired'
-             where id in (select id from assignments
-                          where project_id = $1 and state = 'leased' and expires_at <= now()
-                          for update skip locked)
+             where id in (select a.id from assignments a join comparisons c on c.id = a.comparison_id
+                          where a.project_id = $1 and a.state = 'leased' and a.expires_at <= now()
+                          for update of a skip locked for no key update of c skip locked)
              returning comparison_id, kind),
          per_pair as (select comparison_id, count(*) as n from expired
                       where kind = 'regular' group by comparison_id),

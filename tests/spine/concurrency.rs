@@ -358,3 +358,63 @@ async fn a_batch_that_reaches_the_training_threshold_queues_training() {
     assert_eq!(app.state.judgments.stats().largest, 4);
     assert_eq!(app.count(train_jobs).await, 1);
 }
+
+/// `next` reaps expired leases, but never waits for a pair another statement
+/// has locked (a batch of judgments counting it): it leaves that lease for a
+/// later `next`. Waiting there, while holding the pair it had picked, is how
+/// `next` and a batch could deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn next_leaves_a_locked_pairs_expired_lease_for_later() {
+    let app = Arc::new(app().await);
+    let lead = app.project("reap", json!({"overlap": 1})).await;
+    app.import_text_pairs("reap", &lead, 2).await;
+    let tokens = raters(&app, "reap", &lead, 3).await;
+    let held = lease(&app, "reap", &tokens[0]).await;
+    sqlx::query("update assignments set expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let first: uuid::Uuid = held.assignment.parse().unwrap();
+    let pair: uuid::Uuid =
+        sqlx::query_scalar("select comparison_id from assignments where id = $1")
+            .bind(first)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("select 1 from comparisons where id = $1 for no key update")
+        .bind(pair)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        app.get("/api/v1/projects/reap/next", &tokens[1]),
+    )
+    .await
+    .expect("next waited for the locked pair");
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let state: String = sqlx::query_scalar("select state from assignments where id = $1")
+        .bind(first)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "leased", "the locked pair's lease is left for later");
+    lock.commit().await.unwrap();
+    // Once the pair is free, the next `next` reaps the lease and hands the pair out.
+    let res = app.get("/api/v1/projects/reap/next", &tokens[2]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let state: String = sqlx::query_scalar("select state from assignments where id = $1")
+        .bind(first)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "expired");
+    let (judged, leased): (i32, i32) =
+        sqlx::query_as("select judged_count, leased_count from comparisons where id = $1")
+            .bind(pair)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((judged, leased), (0, 1), "one live lease: the new one");
+}
