@@ -9,6 +9,14 @@
 //! what is queued when it is free, so a lone judgment goes at once, and a batch
 //! grows only while the last one is being written.
 //!
+//! Each task writes on a connection of its own, not one taken from the pool:
+//! sqlx tests a pooled connection with a round trip every time it is given back,
+//! which would cost a round trip per batch (for a lone judgment, per judgment).
+//! A connection that fails other than with a database error is dropped, and the
+//! next batch opens a new one; one that sat idle for over 100 ms is tested
+//! before use (the database may have restarted meanwhile), so the round trip is
+//! paid only when the writer is not busy.
+//!
 //! Nothing is acknowledged before its batch commits: each caller hears back
 //! only then. A batch that fails as a whole (a reused idempotency key, a
 //! deadlock) is written again one judgment at a time, so each caller gets its
@@ -22,7 +30,7 @@ use std::{
     },
 };
 
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -49,6 +57,13 @@ struct Job {
     pending: Pending,
     reply: oneshot::Sender<Result<Option<Judgment>>>,
 }
+
+/// How long a writing task waits for a new connection before answering its
+/// batch 503, as long as the pool waits for one.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A task's connection unused for longer than this is tested before use.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The handle to the writing tasks (cheap to clone). The tasks end when the
 /// last handle is dropped.
@@ -117,7 +132,8 @@ impl Writer {
         }
     }
 
-    /// The pool the judgments are written to.
+    /// The pool of the database the judgments are written to (the tasks' own
+    /// connections are to the same database).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -139,19 +155,59 @@ impl Writer {
 /// One writing task: take what is queued (waiting only for the first), write it.
 async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut task = Task {
+        pool,
+        conn: None,
+        used: std::time::Instant::now(),
+        counts,
+    };
     loop {
         {
             let mut queue = queue.lock().await;
             if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-                return;
+                break;
             }
         }
-        write(&pool, &counts, std::mem::take(&mut jobs)).await;
+        write(&mut task, std::mem::take(&mut jobs)).await;
+    }
+    if let Some(conn) = task.conn.take() {
+        let _ = conn.close().await;
+    }
+}
+
+/// A writing task's state: its connection (None until the first batch, and
+/// after one broke), when it was last used, and the writer's counts.
+struct Task {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+    used: std::time::Instant,
+    counts: Arc<Counts>,
+}
+
+impl Task {
+    /// The task's connection, opened (to the pool's database) if it has none or
+    /// if it was idle and fails a test.
+    async fn conn(&mut self) -> Result<&mut PgConnection> {
+        if self.used.elapsed() > IDLE_CHECK
+            && let Some(conn) = self.conn.as_mut()
+            && conn.ping().await.is_err()
+        {
+            self.conn = None;
+        }
+        self.used = std::time::Instant::now();
+        if self.conn.is_none() {
+            let options = self.pool.connect_options();
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| Error::Unavailable)??;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
     }
 }
 
 /// Write `jobs` and answer each: together when they can be, one by one otherwise.
-async fn write(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
+async fn write(task: &mut Task, jobs: Vec<Job>) {
     // A second judgment of one assignment in the same batch waits for the first
     // to commit, then is refused or replayed on its own, as it would have been.
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
@@ -159,10 +215,10 @@ async fn write(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
         .into_iter()
         .partition(|j| seen.insert(j.pending.assignment_id));
     if batch.len() == 1 {
-        alone(pool, counts, batch).await;
+        alone(task, batch).await;
     } else {
         let pending: Vec<&Pending> = batch.iter().map(|j| &j.pending).collect();
-        match store(pool, counts, &pending).await {
+        match store(task, &pending).await {
             Ok(stored) => {
                 let mut by_assignment: HashMap<Uuid, Judgment> =
                     stored.into_iter().map(|j| (j.assignment_id, j)).collect();
@@ -180,20 +236,20 @@ async fn write(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
             }
             Err(e) => {
                 tracing::debug!(error = %e, size = batch.len(), "judgment batch failed; writing one by one");
-                alone(pool, counts, batch).await;
+                alone(task, batch).await;
             }
         }
     }
-    alone(pool, counts, again).await;
+    alone(task, again).await;
 }
 
 /// Each job in a statement of its own, answered with that statement's outcome;
 /// once the database is out of reach, the rest are answered so at once.
-async fn alone(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
+async fn alone(task: &mut Task, jobs: Vec<Job>) {
     let mut reachable = true;
     for job in jobs {
         let result = match reachable {
-            true => store(pool, counts, &[&job.pending])
+            true => store(task, &[&job.pending])
                 .await
                 .map(|stored| stored.into_iter().next()),
             false => Err(Error::Unavailable),
@@ -214,7 +270,7 @@ async fn alone(pool: &PgPool, counts: &Counts, jobs: Vec<Job>) {
 /// are counted, so two batches sharing pairs cannot deadlock on them. Every
 /// sub-statement sees the snapshot taken before the batch, so the training and
 /// quality checks add each project's judgments in the batch to what they count.
-async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<Vec<Judgment>> {
+async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
     static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "with i as (
@@ -295,6 +351,8 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
             quality = crate::quality::store::refresh_if_due("b"),
         )
     });
+    let counts = task.counts.clone();
+    let conn = task.conn().await?;
     counts.statements.fetch_add(1, Relaxed);
     counts.largest.fetch_max(pending.len(), Relaxed);
     // Durable before any caller hears of it: the statement's commit waits for the
@@ -313,17 +371,22 @@ async fn store(pool: &PgPool, counts: &Counts, pending: &[&Pending]) -> Result<V
         .bind(column(pending, |p| p.input.duration_ms))
         .bind(column(pending, |p| p.input.replays))
         .bind(column(pending, |p| p.input.answered_before_clip_end))
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(
-            |e| match e.as_database_error().and_then(|d| d.constraint()) {
+        .map_err(|e| {
+            // Anything but the database's refusal may have left the connection
+            // unusable (the database gone, a broken protocol state): open a new one.
+            if !matches!(e, sqlx::Error::Database(_)) {
+                task.conn = None;
+            }
+            match e.as_database_error().and_then(|d| d.constraint()) {
                 Some("judgments_idempotency_idx") => Error::Conflict {
                     code: "idempotency_key_reused",
                     message: "this Idempotency-Key was already used for another assignment".into(),
                 },
                 _ => e.into(),
-            },
-        )?;
+            }
+        })?;
     counts.judgments.fetch_add(stored.len() as u64, Relaxed);
     Ok(stored)
 }
