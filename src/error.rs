@@ -78,9 +78,23 @@ impl From<sqlx::Error> for Error {
                 tracing::warn!(error = %e, "database unavailable");
                 Error::Unavailable
             }
+            e if is_unavailable(&e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Error::Unavailable
+            }
             e => Error::Internal(e.into()),
         }
     }
+}
+
+/// Whether PostgreSQL refused with an error that says it is out of reach for
+/// now rather than that the statement is wrong: shutting down or starting up
+/// (class 57P: a FATAL that ends the connection), a connection exception
+/// (class 08), or too many connections (53300).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("57P") || c.starts_with("08") || c == "53300")
 }
 
 /// Turn a unique-key violation on a named constraint into a clear 409 at the call site.

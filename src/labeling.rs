@@ -9,7 +9,9 @@
 //! overlap`) on the new version before locking it, so a pair is never
 //! over-assigned. Expired leases
 //! are reaped (and their slot given back) by `next`'s statement, skipping rows
-//! a judgment is writing: `next` never waits for a row lock.
+//! another statement holds, so that statement never waits for a row lock; when
+//! it finds nothing to lease, a second reap waits for those rows (locking pairs
+//! in id order, as a batch of judgments does) before the waiting pick.
 //!
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
 //! next`): after the caller's token and project lookups, a regular `next` is one
@@ -189,6 +191,23 @@ static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Give the project's expired leases back to the queue (`$1`), waiting for
+/// pairs another statement holds (after [`NEXT`] skipped them). The pairs are
+/// locked in id order before they are counted, as a batch of judgments does
+/// (`writer`), so the two cannot deadlock.
+const REAP_WAITING: &str = "with expired as (
+         update assignments set state = 'expired'
+         where id in (select id from assignments
+                      where project_id = $1 and state = 'leased' and expires_at <= now()
+                      for update skip locked)
+         returning comparison_id, kind),
+     per_pair as (select comparison_id, count(*) as n from expired
+                  where kind = 'regular' group by comparison_id),
+     pairs as (select id from comparisons where id in (select comparison_id from per_pair)
+               order by id for no key update)
+     update comparisons c set leased_count = c.leased_count - p.n
+     from per_pair p where c.id = p.comparison_id and c.id in (select id from pairs)";
+
 /// A pair as read for the rater: assignment id, lease expiry, prompt, and the
 /// text and clip of rollouts a and b.
 type ShownRow = (
@@ -280,8 +299,14 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
     // No regular pair was free to take without waiting (or the rolls asked for a
     // quality check there was none of): the open pairs may all be locked by
     // transactions that will leave slots free, so wait for them rather than
-    // wrongly answer "nothing left". The skipping pick runs again first when
-    // the rolls kept the statement above from trying it.
+    // wrongly answer "nothing left". So too for the expired leases `NEXT` left
+    // because their pairs were locked: reap them now, waiting. The skipping
+    // pick runs again first when the rolls kept the statement above from
+    // trying it.
+    sqlx::query(REAP_WAITING)
+        .bind(project.id)
+        .execute(&mut *conn)
+        .await?;
     let tries = if check {
         &ASSIGN_ALONE[..]
     } else {

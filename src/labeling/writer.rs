@@ -62,6 +62,9 @@ struct Job {
 /// batch 503, as long as the pool waits for one.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The writer's connections' `application_name`.
+pub const APPLICATION_NAME: &str = "backflip-writer";
+
 /// A task's connection unused for longer than this is tested before use.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -186,17 +189,23 @@ struct Task {
 
 impl Task {
     /// The task's connection, opened (to the pool's database) if it has none or
-    /// if it was idle and fails a test.
+    /// if it was idle and fails a test. Connection errors are 503s, as the
+    /// pool's are: see [`crate::error::is_unavailable`].
     async fn conn(&mut self) -> Result<&mut PgConnection> {
         if self.used.elapsed() > IDLE_CHECK
             && let Some(conn) = self.conn.as_mut()
-            && conn.ping().await.is_err()
+            && !matches!(
+                tokio::time::timeout(CONNECT_TIMEOUT, conn.ping()).await,
+                Ok(Ok(()))
+            )
         {
             self.conn = None;
         }
-        self.used = std::time::Instant::now();
         if self.conn.is_none() {
-            let options = self.pool.connect_options();
+            // Named, so `pg_stat_activity` tells the writer's connections apart.
+            let options = (*self.pool.connect_options())
+                .clone()
+                .application_name(APPLICATION_NAME);
             let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
                 .await
                 .map_err(|_| Error::Unavailable)??;
@@ -357,36 +366,40 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
     counts.largest.fetch_max(pending.len(), Relaxed);
     // Durable before any caller hears of it: the statement's commit waits for the
     // WAL flush.
-    let stored: Vec<Judgment> = sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
-        .bind(column(pending, |p| p.assignment_id))
-        .bind(column(pending, |p| p.rater_id))
-        .bind(column(pending, |p| canonical(&p.input.choice, true)))
-        .bind(column(pending, |p| canonical(&p.input.choice, false)))
-        .bind(column(pending, |p| p.input.choice.as_str()))
-        .bind(column(pending, |p| p.idempotency_key.as_deref()))
-        .bind(column(pending, |p| p.input.strength))
-        .bind(column(pending, |p| non_blank(&p.input.rationale)))
-        .bind(column(pending, |p| p.input.content_flag))
-        .bind(column(pending, |p| non_blank(&p.input.flag_reason)))
-        .bind(column(pending, |p| p.input.duration_ms))
-        .bind(column(pending, |p| p.input.replays))
-        .bind(column(pending, |p| p.input.answered_before_clip_end))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| {
-            // Anything but the database's refusal may have left the connection
-            // unusable (the database gone, a broken protocol state): open a new one.
-            if !matches!(e, sqlx::Error::Database(_)) {
-                task.conn = None;
-            }
-            match e.as_database_error().and_then(|d| d.constraint()) {
-                Some("judgments_idempotency_idx") => Error::Conflict {
-                    code: "idempotency_key_reused",
-                    message: "this Idempotency-Key was already used for another assignment".into(),
-                },
-                _ => e.into(),
-            }
-        })?;
+    let result: std::result::Result<Vec<Judgment>, sqlx::Error> =
+        sqlx::query_as(sqlx::AssertSqlSafe(STORE.as_str()))
+            .bind(column(pending, |p| p.assignment_id))
+            .bind(column(pending, |p| p.rater_id))
+            .bind(column(pending, |p| canonical(&p.input.choice, true)))
+            .bind(column(pending, |p| canonical(&p.input.choice, false)))
+            .bind(column(pending, |p| p.input.choice.as_str()))
+            .bind(column(pending, |p| p.idempotency_key.as_deref()))
+            .bind(column(pending, |p| p.input.strength))
+            .bind(column(pending, |p| non_blank(&p.input.rationale)))
+            .bind(column(pending, |p| p.input.content_flag))
+            .bind(column(pending, |p| non_blank(&p.input.flag_reason)))
+            .bind(column(pending, |p| p.input.duration_ms))
+            .bind(column(pending, |p| p.input.replays))
+            .bind(column(pending, |p| p.input.answered_before_clip_end))
+            .fetch_all(&mut *conn)
+            .await;
+    // Idle from now: a batch that ran long is no reason to test the connection.
+    task.used = std::time::Instant::now();
+    let stored = result.map_err(|e| {
+        // Anything but the database's refusal of the statement may have left
+        // the connection unusable (the database gone or shutting down, a
+        // broken protocol state): open a new one.
+        if !matches!(e, sqlx::Error::Database(_)) || crate::error::is_unavailable(&e) {
+            task.conn = None;
+        }
+        match e.as_database_error().and_then(|d| d.constraint()) {
+            Some("judgments_idempotency_idx") => Error::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was already used for another assignment".into(),
+            },
+            _ => e.into(),
+        }
+    })?;
     counts.judgments.fetch_add(stored.len() as u64, Relaxed);
     Ok(stored)
 }

@@ -400,6 +400,12 @@ async fn next_leaves_a_locked_pairs_expired_lease_for_later() {
         .await
         .unwrap();
     assert_eq!(state, "leased", "the locked pair's lease is left for later");
+    let leased: i32 = sqlx::query_scalar("select leased_count from comparisons where id = $1")
+        .bind(pair)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(leased, 1, "its slot is still counted");
     lock.commit().await.unwrap();
     // Once the pair is free, the next `next` reaps the lease and hands the pair out.
     let res = app.get("/api/v1/projects/reap/next", &tokens[2]).await;
@@ -417,4 +423,98 @@ async fn next_leaves_a_locked_pairs_expired_lease_for_later() {
             .await
             .unwrap();
     assert_eq!((judged, leased), (0, 1), "one live lease: the new one");
+}
+
+/// When nothing else is free, `next` waits for a locked pair's expired lease to
+/// be reaped rather than answer "nothing left" while a slot is about to free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn next_waits_for_a_locked_pairs_expired_lease_rather_than_answer_nothing_left() {
+    let app = Arc::new(app().await);
+    let lead = app.project("reap1", json!({"overlap": 1})).await;
+    app.import_text_pairs("reap1", &lead, 1).await;
+    let tokens = raters(&app, "reap1", &lead, 2).await;
+    let held = lease(&app, "reap1", &tokens[0]).await;
+    sqlx::query("update assignments set expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("select 1 from comparisons for no key update")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let next = {
+        let (app, token) = (app.clone(), tokens[1].clone());
+        tokio::spawn(async move { app.get("/api/v1/projects/reap1/next", &token).await })
+    };
+    until("next to wait for the pair", async || {
+        lock_waiters(&app).await == 1
+    })
+    .await;
+    lock.commit().await.unwrap();
+    let res = next.await.unwrap();
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_ne!(res.json()["assignment_id"], held.assignment.as_str());
+    let (judged, leased): (i32, i32) =
+        sqlx::query_as("select judged_count, leased_count from comparisons")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (judged, leased),
+        (0, 1),
+        "the expired lease gave its slot to the new one"
+    );
+}
+
+/// The database ends the writer's connections (as on a restart or an
+/// administrator's `pg_terminate_backend`): the next judgments are answered 503
+/// at worst, never 500, and the writer reconnects (by its idle test, or after
+/// the failure) with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_connection_ended_by_the_database_gives_503_and_is_reopened() {
+    let app = Arc::new(app().await);
+    let (_, answers) = leased(&app, "term", json!({"overlap": 1}), 4, 4).await;
+    // The two writing tasks take turns at the queue: one judgment each opens
+    // both tasks' connections.
+    for a in &answers[..2] {
+        let res = send(&app, a).await.unwrap();
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    }
+    let ended = app
+        .count(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and application_name = 'backflip-writer') t",
+        )
+        .await;
+    assert_eq!(ended, 2, "the writer's connections are named");
+    for a in &answers[2..] {
+        let res = send(&app, a).await.unwrap();
+        if res.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(res.code(), "unavailable");
+            let res = send(&app, a).await.unwrap();
+            assert_eq!(res.status, StatusCode::CREATED, "the retry: {}", res.text());
+        } else {
+            // The connection was idle long enough to be tested and reopened first.
+            assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        }
+    }
+    assert_eq!(app.count("select count(*) from judgments").await, 4);
+}
+
+/// A connection the server ends says FATAL 57P01 ("terminating connection due
+/// to administrator command"), as on a restart: that is a 503 to retry, not a 500.
+#[tokio::test]
+async fn a_connection_ended_by_the_server_is_unavailable_not_an_internal_error() {
+    let app = app().await;
+    let mut conn = app.pool.acquire().await.unwrap().detach();
+    let e = sqlx::query("select pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(backflip::error::is_unavailable(&e), "{e}");
+    assert!(matches!(
+        backflip::error::Error::from(e),
+        backflip::error::Error::Unavailable
+    ));
 }
