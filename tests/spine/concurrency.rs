@@ -359,6 +359,25 @@ async fn a_batch_that_reaches_the_training_threshold_queues_training() {
     assert_eq!(app.count(train_jobs).await, 1);
 }
 
+/// A project `slug` (overlap 1) with `pairs` text pairs and `raters_n`
+/// annotators, the first of whom held a lease that has just expired.
+async fn expired_lease(
+    app: &TestApp,
+    slug: &str,
+    pairs: usize,
+    raters_n: usize,
+) -> (Vec<String>, Answer) {
+    let lead = app.project(slug, json!({"overlap": 1})).await;
+    app.import_text_pairs(slug, &lead, pairs).await;
+    let tokens = raters(app, slug, &lead, raters_n).await;
+    let held = lease(app, slug, &tokens[0]).await;
+    sqlx::query("update assignments set expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    (tokens, held)
+}
+
 /// `next` reaps expired leases, but never waits for a pair another statement
 /// has locked (a batch of judgments counting it): it leaves that lease for a
 /// later `next`. Waiting there, while holding the pair it had picked, is how
@@ -366,14 +385,7 @@ async fn a_batch_that_reaches_the_training_threshold_queues_training() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_leaves_a_locked_pairs_expired_lease_for_later() {
     let app = Arc::new(app().await);
-    let lead = app.project("reap", json!({"overlap": 1})).await;
-    app.import_text_pairs("reap", &lead, 2).await;
-    let tokens = raters(&app, "reap", &lead, 3).await;
-    let held = lease(&app, "reap", &tokens[0]).await;
-    sqlx::query("update assignments set expires_at = now() - interval '1 second'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let (tokens, held) = expired_lease(&app, "reap", 2, 3).await;
     let first: uuid::Uuid = held.assignment.parse().unwrap();
     let pair: uuid::Uuid =
         sqlx::query_scalar("select comparison_id from assignments where id = $1")
@@ -430,14 +442,7 @@ async fn next_leaves_a_locked_pairs_expired_lease_for_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_waits_for_a_locked_pairs_expired_lease_rather_than_answer_nothing_left() {
     let app = Arc::new(app().await);
-    let lead = app.project("reap1", json!({"overlap": 1})).await;
-    app.import_text_pairs("reap1", &lead, 1).await;
-    let tokens = raters(&app, "reap1", &lead, 2).await;
-    let held = lease(&app, "reap1", &tokens[0]).await;
-    sqlx::query("update assignments set expires_at = now() - interval '1 second'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let (tokens, held) = expired_lease(&app, "reap1", 1, 2).await;
     let mut lock = app.pool.begin().await.unwrap();
     sqlx::query("select 1 from comparisons for no key update")
         .execute(&mut *lock)
