@@ -142,8 +142,8 @@ static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new
 
 /// The regular `next` in one statement, `$5` and `$6` being the gold and repeat
 /// rolls: give the project's expired leases back to the queue, skipping leases
-/// a judgment is writing and pairs another statement has locked (a later `next`
-/// reaps those), read the quality settings, whether the rater is
+/// a judgment is writing and pairs another statement has locked (reaped later,
+/// by [`REAP_WAITING`] when this statement finds nothing), read the quality settings, whether the rater is
 /// paused and the oldest live lease with how many the rater holds (`s`), and —
 /// only when the rater may have a new regular pair — pick one, skipping pairs
 /// other raters are taking right now, and lease it. A pair reaped here is not

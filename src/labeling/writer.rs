@@ -12,8 +12,8 @@
 //! Each task writes on a connection of its own, not one taken from the pool:
 //! sqlx tests a pooled connection with a round trip every time it is given back,
 //! which would cost a round trip per batch (for a lone judgment, per judgment).
-//! A connection that fails other than with a database error is dropped, and the
-//! next batch opens a new one; one that sat idle for over 100 ms is tested
+//! A connection that fails other than with the database's refusal of the
+//! statement is dropped, and the next batch opens a new one; one that sat idle for over 100 ms is tested
 //! before use (the database may have restarted meanwhile), so the round trip is
 //! paid only when the writer is not busy.
 //!
