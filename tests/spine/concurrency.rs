@@ -378,6 +378,24 @@ async fn expired_lease(
     (tokens, held)
 }
 
+/// An assignment's state.
+async fn lease_state(app: &TestApp, id: uuid::Uuid) -> String {
+    sqlx::query_scalar("select state from assignments where id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// A pair's judged and leased counts.
+async fn pair_counts(app: &TestApp, pair: uuid::Uuid) -> (i32, i32) {
+    sqlx::query_as("select judged_count, leased_count from comparisons where id = $1")
+        .bind(pair)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 /// `next` reaps expired leases, but never waits for a pair another statement
 /// has locked (a batch of judgments counting it): it leaves that lease for a
 /// later `next`. Waiting there, while holding the pair it had picked, is how
@@ -406,35 +424,24 @@ async fn next_leaves_a_locked_pairs_expired_lease_for_later() {
     .await
     .expect("next waited for the locked pair");
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    let state: String = sqlx::query_scalar("select state from assignments where id = $1")
-        .bind(first)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let state = lease_state(&app, first).await;
     assert_eq!(state, "leased", "the locked pair's lease is left for later");
-    let leased: i32 = sqlx::query_scalar("select leased_count from comparisons where id = $1")
-        .bind(pair)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(leased, 1, "its slot is still counted");
+    assert_eq!(
+        pair_counts(&app, pair).await.1,
+        1,
+        "its slot is still counted"
+    );
     lock.commit().await.unwrap();
     // Once the pair is free, the next `next` reaps the lease and hands the pair out.
     let res = app.get("/api/v1/projects/reap/next", &tokens[2]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    let state: String = sqlx::query_scalar("select state from assignments where id = $1")
-        .bind(first)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let state = lease_state(&app, first).await;
     assert_eq!(state, "expired");
-    let (judged, leased): (i32, i32) =
-        sqlx::query_as("select judged_count, leased_count from comparisons where id = $1")
-            .bind(pair)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!((judged, leased), (0, 1), "one live lease: the new one");
+    assert_eq!(
+        pair_counts(&app, pair).await,
+        (0, 1),
+        "one live lease: the new one"
+    );
 }
 
 /// When nothing else is free, `next` waits for a locked pair's expired lease to
