@@ -126,6 +126,18 @@ const ASSIGN_OPEN_PAIR: &str = "picked as (
          join rollouts ra on ra.id = p.rollout_a
          join rollouts rb on rb.id = p.rollout_b)";
 
+/// A condition that is always true and makes the statement's transaction commit
+/// without waiting for its WAL to reach the disk (`synchronous_commit = off`,
+/// for this transaction only). For the statements that lease pairs: a lease is
+/// soft state. Should PostgreSQL itself crash within the WAL writer's delay
+/// (0.2 s by default), the lease is lost with everything after it, and its pair
+/// goes back to the queue; the rater's answer to it is then refused like one to
+/// an expired lease. Nothing acknowledged is lost: a judgment commits with the
+/// flush (see `writer`), and a flush covers all the WAL before it, so once a
+/// judgment is stored, the lease it answers is on disk too. Each `next` then
+/// costs no disk flush of its own.
+const LAX_COMMIT: &str = "set_config('synchronous_commit', 'off', true) = 'off'";
+
 /// The pick with its lock clause and guard, as a statement's tail.
 fn assign_sql(lock: &str, guard: &str) -> String {
     ASSIGN_OPEN_PAIR
@@ -136,8 +148,12 @@ fn assign_sql(lock: &str, guard: &str) -> String {
 /// A regular pair on its own (see [`try_next`]): first skipping pairs other
 /// raters are taking right now, then waiting for them.
 static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-    ["for update of c skip locked", "for update of c"]
-        .map(|lock| format!("with {} select * from shown", assign_sql(lock, "")))
+    ["for update of c skip locked", "for update of c"].map(|lock| {
+        format!(
+            "with {} select * from shown where {LAX_COMMIT}",
+            assign_sql(lock, "")
+        )
+    })
 });
 
 /// The regular `next` in one statement, `$5` and `$6` being the gold and repeat
@@ -156,14 +172,7 @@ static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new
 /// judgments, which locks pairs (in id order) and may wait for this statement.
 static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "with expired as (
-             update assignments set state = 'expired'
-             where id in (select a.id from assignments a join comparisons c on c.id = a.comparison_id
-                          where a.project_id = $1 and a.state = 'leased' and a.expires_at <= now()
-                          for update of a skip locked for no key update of c skip locked)
-             returning comparison_id, kind),
-         per_pair as (select comparison_id, count(*) as n from expired
-                      where kind = 'regular' group by comparison_id),
+        "with {},
          reaped as (update comparisons c set leased_count = c.leased_count - p.n
                     from per_pair p where c.id = p.comparison_id),
          s as (
@@ -177,9 +186,13 @@ static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  from assignments
                  where rater_id = $2 and project_id = p.id and state = 'leased' and expires_at > now()
                  order by created_at limit 1) h on true
-             where p.id = $1),
+             where p.id = $1 and {LAX_COMMIT}),
          {}
          select s.*, shown.* from s left join shown on true",
+        expired_sql(
+            "join comparisons c on c.id = a.comparison_id",
+            "for update of a skip locked for no key update of c skip locked"
+        ),
         assign_sql(
             "for update of c skip locked",
             &format!(
@@ -195,18 +208,33 @@ static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// pairs another statement holds (after [`NEXT`] skipped them). The pairs are
 /// locked in id order before they are counted, as a batch of judgments does
 /// (`writer`), so the two cannot deadlock.
-const REAP_WAITING: &str = "with expired as (
-         update assignments set state = 'expired'
-         where id in (select id from assignments
-                      where project_id = $1 and state = 'leased' and expires_at <= now()
-                      for update skip locked)
-         returning comparison_id, kind),
-     per_pair as (select comparison_id, count(*) as n from expired
-                  where kind = 'regular' group by comparison_id),
-     pairs as (select id from comparisons where id in (select comparison_id from per_pair)
-               order by id for no key update)
-     update comparisons c set leased_count = c.leased_count - p.n
-     from per_pair p where c.id = p.comparison_id and c.id in (select id from pairs)";
+static REAP_WAITING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "with {},
+         pairs as (select id from comparisons where id in (select comparison_id from per_pair)
+                   order by id for no key update)
+         update comparisons c set leased_count = c.leased_count - p.n
+         from per_pair p where c.id = p.comparison_id and c.id in (select id from pairs)",
+        expired_sql("", "for update skip locked")
+    )
+});
+
+/// The reap's first two common table expressions: `expired`, the project's
+/// (`$1`) expired leases, taken with `lock` (on `a`, the assignment, and on
+/// anything `join` adds), marked expired; `per_pair`, how many regular slots
+/// that frees per pair. The statement gives the slots back.
+fn expired_sql(join: &str, lock: &str) -> String {
+    format!(
+        "expired as (
+             update assignments set state = 'expired'
+             where id in (select a.id from assignments a {join}
+                          where a.project_id = $1 and a.state = 'leased' and a.expires_at <= now()
+                          {lock})
+             returning comparison_id, kind),
+         per_pair as (select comparison_id, count(*) as n from expired
+                      where kind = 'regular' group by comparison_id)"
+    )
+}
 
 /// A pair as read for the rater: assignment id, lease expiry, prompt, and the
 /// text and clip of rollouts a and b.
@@ -303,7 +331,7 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
     // because their pairs were locked: reap them now, waiting. The skipping
     // pick runs again first when the rolls kept the statement above from
     // trying it.
-    sqlx::query(REAP_WAITING)
+    sqlx::query(sqlx::AssertSqlSafe(REAP_WAITING.as_str()))
         .bind(project.id)
         .execute(&mut *conn)
         .await?;

@@ -324,3 +324,56 @@ async fn the_server_answers_503_while_postgres_is_down_and_recovers_by_itself() 
         .await
         .unwrap();
 }
+
+/// A lease is soft state: the statement that takes it commits without waiting
+/// for the WAL flush (a judgment's flush later covers it), and only that
+/// transaction does so: the pooled connection goes back to synchronous commits,
+/// which every other write on it relies on.
+#[tokio::test]
+async fn a_lease_commits_without_a_flush_and_only_its_own_transaction_does() {
+    let app = app().await;
+    let lead = app.project("lax", json!({"overlap": 1})).await;
+    app.import_text_pairs("lax", &lead, 2).await;
+    let token = app.annotator("lax", &lead, "rater").await;
+    let user = backflip::auth::user_by_token(&app.pool, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let access = backflip::projects::access(&mut *conn, &user, "lax")
+        .await
+        .unwrap();
+    let show = "select current_setting('synchronous_commit')";
+    // Inside a transaction of the test's, the setting the lease made is visible.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let pair = backflip::labeling::next(&mut tx, &access).await.unwrap();
+    assert!(pair.is_some(), "a pair was leased");
+    let during: String = sqlx::query_scalar(show).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        during, "off",
+        "the lease's transaction commits without a flush"
+    );
+    tx.commit().await.unwrap();
+    let after: String = sqlx::query_scalar(show)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        after, "on",
+        "the next transaction on the connection flushes again"
+    );
+    // On its own (the route's case), the lease is committed and visible.
+    let pair = backflip::labeling::next(&mut conn, &access).await.unwrap();
+    let id = pair.expect("the second pair").assignment_id;
+    let after: String = sqlx::query_scalar(show)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, "on");
+    let state: String = sqlx::query_scalar("select state from assignments where id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "leased");
+}
