@@ -648,3 +648,66 @@ async fn admins_create_users_and_tokens_are_stored_hashed() {
         .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
 }
+
+/// The unique rules the narrowed indexes of migration 16 still keep: a
+/// project's pairs never share an external id (pairs without one never clash),
+/// `seq` is unique within a project, and an assignment has at most one live
+/// repeat.
+#[tokio::test]
+async fn the_narrowed_unique_indexes_keep_their_rules() {
+    let app = app().await;
+    let lead = app.project("uniq", json!({"overlap": 1})).await;
+    app.import_text_pairs("uniq", &lead, 3).await;
+    let pool = &app.pool;
+    async fn refused_by(pool: &sqlx::PgPool, sql: &str) -> String {
+        let e = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .expect_err(sql);
+        let d = e.as_database_error().expect("a database error");
+        assert_eq!(d.code().as_deref(), Some("23505"), "{sql}: {d}");
+        d.constraint().unwrap_or_default().to_owned()
+    }
+    let clash = "update comparisons set external_id = 'p0' where external_id = 'p1'";
+    assert_eq!(refused_by(pool, clash).await, "comparisons_external_idx");
+    sqlx::query("update comparisons set external_id = null where external_id in ('p1', 'p2')")
+        .execute(pool)
+        .await
+        .expect("pairs without an external id never clash");
+    let same_seq = "update comparisons set seq = (select min(seq) from comparisons)
+                    where seq = (select max(seq) from comparisons)";
+    assert_eq!(
+        refused_by(pool, same_seq).await,
+        "comparisons_project_seq_idx"
+    );
+
+    let token = app.annotator("uniq", &lead, "rater").await;
+    for _ in 0..3 {
+        let res = app
+            .judge_next("uniq", &token, json!({"choice": "left"}))
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    }
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("select id from assignments order by created_at")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let repeat_of = |of: uuid::Uuid, id: uuid::Uuid| {
+        sqlx::query("update assignments set repeat_of = $1 where id = $2")
+            .bind(of)
+            .bind(id)
+    };
+    repeat_of(ids[0], ids[1]).execute(pool).await.unwrap();
+    let second = format!(
+        "update assignments set repeat_of = '{}' where id = '{}'",
+        ids[0], ids[2]
+    );
+    assert_eq!(refused_by(pool, &second).await, "assignments_repeat_of_idx");
+    // An expired repeat no longer counts.
+    sqlx::query("update assignments set state = 'expired' where id = $1")
+        .bind(ids[1])
+        .execute(pool)
+        .await
+        .unwrap();
+    repeat_of(ids[0], ids[2]).execute(pool).await.unwrap();
+}
