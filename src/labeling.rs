@@ -129,10 +129,11 @@ const ASSIGN_OPEN_PAIR: &str = "picked as (
 /// A condition that is always true and makes the statement's transaction commit
 /// without waiting for its WAL to reach the disk (`synchronous_commit = off`,
 /// for this transaction only). For the statements that lease pairs: a lease is
-/// soft state. Should PostgreSQL itself crash within the WAL writer's delay
-/// (0.2 s by default), the lease is lost with everything after it, and its pair
-/// goes back to the queue; the rater's answer to it is then refused like one to
-/// an expired lease. Nothing acknowledged is lost: a judgment commits with the
+/// soft state. Should PostgreSQL itself crash before the WAL writer flushes it
+/// (at most three times `wal_writer_delay`: 0.6 s by default), the lease is lost
+/// with everything after it, and its pair goes back to the queue; the rater's
+/// answer to it is then refused (404: an unknown assignment), as one to an
+/// expired lease is (410). Nothing acknowledged is lost: a judgment commits with the
 /// flush (see `writer`), and a flush covers all the WAL before it, so once a
 /// judgment is stored, the lease it answers is on disk too. Each `next` then
 /// costs no disk flush of its own.
