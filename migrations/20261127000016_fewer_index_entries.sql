@@ -1,5 +1,5 @@
 -- Fewer index entries per lease and per judgment (docs/benchmarks.md, "Fewer
--- index entries per judgment"). A lease inserts an assignment and a judgment
+-- index entries, and leases without a flush"). A lease inserts an assignment and a judgment
 -- updates it; that update cannot be HOT (it changes `state`, which partial
 -- indexes' predicates read), nor can the lease's update of a pair that it fills
 -- (it changes `is_open`). Each such write adds an entry to every index whose
