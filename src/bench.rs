@@ -110,10 +110,13 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "baseline: single-row inserts, each committed, at the same concurrency: `pg inserts/s` \
          from this process's client (sqlx, as the server uses), `pgbench/s` from pgbench \
          (when on the PATH); `ratio` is judgments/s over pgbench/s, or over pg inserts/s without it; \
-         `batch`: judgments per judging statement (the server writes those waiting together)"
+         `batch`: judgments per judging statement (the server writes those waiting together); \
+         `WAL rec/j` and `flush/j`: WAL records written and WAL flushes to disk per judgment, from \
+         the cluster's `pg_stat_wal` over the middle 60% of the level (anything else the cluster \
+         does meanwhile counts too)"
     );
     println!(
-        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>6} {:>13} {:>11} {:>6}",
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7}",
         "raters",
         "judgments/s",
         "next p50/p95/p99",
@@ -123,7 +126,9 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "errors",
         "pg inserts/s",
         "pgbench/s",
-        "ratio"
+        "ratio",
+        "WAL rec/j",
+        "flush/j"
     );
     let modes: &[bool] = if opts.with_training {
         &[false, true]
@@ -137,10 +142,16 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 false => None,
             };
             let written = harness.judgments.stats();
+            let wal = tokio::spawn(wal_per_judgment(
+                pool.clone(),
+                harness.judgments.clone(),
+                opts.seconds,
+            ));
             let r = harness
                 .level(&tokens[..n], n, opts.seconds, std::time::Duration::ZERO)
                 .await;
             let written = harness.judgments.stats().since(written);
+            let wal = wal.await.ok().flatten();
             if let Some((stop, task)) = trainer {
                 let _ = stop.send(true);
                 let _ = task.await;
@@ -156,8 +167,12 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 Some((tps, _)) => (format!("{tps:.0}"), rate / tps),
                 None => ("-".into(), rate / inserts),
             };
+            let per_judgment = |value: fn(&WalPerJudgment) -> f64| {
+                wal.as_ref()
+                    .map_or("-".into(), |w| format!("{:.2}", value(w)))
+            };
             println!(
-                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6.1} {:>6} {:>13.0} {:>11} {:>6.2}{}",
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6.1} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7}{}",
                 n,
                 rate,
                 next,
@@ -168,6 +183,8 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 inserts,
                 pgbench_col,
                 ratio,
+                per_judgment(|w| w.records),
+                per_judgment(|w| w.flushes),
                 if training { "  (training)" } else { "" }
             );
         }
@@ -175,6 +192,42 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     harness.stop().await?;
     pool.close().await;
     Ok(())
+}
+
+/// WAL records and flushes per judgment over a level.
+struct WalPerJudgment {
+    records: f64,
+    flushes: f64,
+}
+
+/// WAL records and flushes per judgment written, over the middle 60 % of a
+/// level of `seconds`, from the cluster's `pg_stat_wal` (PostgreSQL 14 and
+/// later; None without it, or with no judgment meanwhile). Backends report WAL
+/// counts to `pg_stat_wal` up to a second late; in the middle of a level they
+/// are as late at both readings, where a reading at the level's end would miss
+/// its last second.
+async fn wal_per_judgment(
+    pool: PgPool,
+    writer: crate::labeling::Writer,
+    seconds: f64,
+) -> Option<WalPerJudgment> {
+    let read = async || -> Option<(i64, i64, u64)> {
+        let (records, flushes): (i64, i64) =
+            sqlx::query_as("select wal_records, wal_sync from pg_stat_wal")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        Some((records, flushes, writer.stats().judgments))
+    };
+    tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.2)).await;
+    let (r1, f1, j1) = read().await?;
+    tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.6)).await;
+    let (r2, f2, j2) = read().await?;
+    let judgments = j2.checked_sub(j1).filter(|&n| n > 0)? as f64;
+    Some(WalPerJudgment {
+        records: (r2 - r1) as f64 / judgments,
+        flushes: (f2 - f1) as f64 / judgments,
+    })
 }
 
 /// A lead, a project with plenty of pairs (overlap 1, so every judgment uses up a
