@@ -113,19 +113,33 @@ pub(crate) fn user_from_row(id: Uuid, name: String, role: String) -> User {
     User { id, name, role }
 }
 
+/// The user a token's digest (`$1`) belongs to, as `user_id`, `user_name`,
+/// `user_role` and `csrf` (null).
+const TOKEN_CALLER: &str = "select u.id as user_id, u.name as user_name, u.role as user_role,
+            null::text as csrf
+     from api_tokens t join users u on u.id = t.user_id where t.token_hash = $1";
+
+/// The user of the live session whose id has the digest `$1`, with the
+/// session's CSRF token, as [`TOKEN_CALLER`].
+const SESSION_CALLER: &str = "select u.id as user_id, u.name as user_name, u.role as user_role,
+            s.csrf_token as csrf
+     from sessions s join users u on u.id = s.user_id
+     where s.token_hash = $1 and s.expires_at > now()";
+
+/// The queries that read the user of a credential's digest (`$1`): `user_id`,
+/// `user_name`, `user_role` and `csrf`; see [`Credential::lookup`].
+pub(crate) const CALLERS: [&str; 2] = [TOKEN_CALLER, SESSION_CALLER];
+
 /// The user an API bearer token belongs to.
 pub async fn user_by_token(
     db: impl sqlx::PgExecutor<'_>,
     token: &str,
 ) -> sqlx::Result<Option<User>> {
-    let row: Option<(Uuid, String, String)> = sqlx::query_as(
-        "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id
-         where t.token_hash = $1",
-    )
-    .bind(digest(token))
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|(id, name, role)| user_from_row(id, name, role)))
+    let row: Option<(Uuid, String, String, Option<String>)> = sqlx::query_as(TOKEN_CALLER)
+        .bind(digest(token))
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|(id, name, role, _)| user_from_row(id, name, role)))
 }
 
 /// Issue a new API token for a user; returns the secret (shown once).
@@ -155,17 +169,77 @@ pub async fn session_by_id(
     db: impl sqlx::PgExecutor<'_>,
     id: &str,
 ) -> sqlx::Result<Option<Session>> {
-    let row: Option<(Uuid, String, String, String)> = sqlx::query_as(
-        "select u.id, u.name, u.role, s.csrf_token from sessions s join users u on u.id = s.user_id
-         where s.token_hash = $1 and s.expires_at > now()",
-    )
-    .bind(digest(id))
-    .fetch_optional(db)
-    .await?;
+    let row: Option<(Uuid, String, String, String)> = sqlx::query_as(SESSION_CALLER)
+        .bind(digest(id))
+        .fetch_optional(db)
+        .await?;
     Ok(row.map(|(id, name, role, csrf)| Session {
         user: user_from_row(id, name, role),
         csrf,
     }))
+}
+
+/// What an API caller presents, before it is looked up: a bearer token, or a
+/// browser session's cookie with the CSRF header the request carried.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// `Authorization: Bearer …`
+    Token(String),
+    /// The session cookie. `safe`: the method changes nothing (GET, HEAD,
+    /// OPTIONS), so the request needs no CSRF header.
+    Session {
+        id: String,
+        csrf_sent: Option<String>,
+        safe: bool,
+    },
+}
+
+impl Credential {
+    /// The user it belongs to: 401 when it is unknown (or the session expired),
+    /// 403 when a session's state-changing request lacks its CSRF token.
+    pub async fn user(&self, db: impl sqlx::PgExecutor<'_>) -> crate::error::Result<User> {
+        use crate::error::Error;
+        match self {
+            Credential::Token(token) => user_by_token(db, token).await?.ok_or(Error::Unauthorized),
+            Credential::Session { id, .. } => {
+                let session = session_by_id(db, id).await?.ok_or(Error::Unauthorized)?;
+                self.check_csrf(&session.csrf)?;
+                Ok(session.user)
+            }
+        }
+    }
+
+    /// For a session, that a state-changing request carries the session's CSRF
+    /// token `csrf`; nothing to check for a bearer token.
+    pub fn check_csrf(&self, csrf: &str) -> crate::error::Result<()> {
+        match self {
+            Credential::Session {
+                csrf_sent,
+                safe: false,
+                ..
+            } if !csrf_sent.as_deref().is_some_and(|s| constant_eq(s, csrf)) => Err(
+                crate::error::Error::forbidden("missing or wrong X-CSRF-Token header"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The stored digest of the secret, and which of [`CALLERS`] reads its user.
+    pub(crate) fn lookup(&self) -> (Vec<u8>, usize) {
+        match self {
+            Credential::Token(token) => (digest(token), 0),
+            Credential::Session { id, .. } => (digest(id), 1),
+        }
+    }
+}
+
+/// Compare secrets without leaking where they differ through timing.
+pub fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Start a session; returns the session id to put in the cookie.

@@ -571,31 +571,31 @@ pub const MAX_TEXT: usize = 10_000;
 /// one code path.
 pub async fn submit(
     writer: &Writer,
-    rater: &User,
+    judge: Judge<'_>,
     assignment_id: Uuid,
     input: &JudgmentInput,
     idempotency_key: Option<&str>,
 ) -> Result<(Judgment, bool)> {
+    let pool = writer.pool();
     if let Some(key) = idempotency_key
         && (key.is_empty() || key.len() > 200)
     {
+        judge.user(pool).await?;
         return Err(Error::BadRequest {
             code: "bad_idempotency_key",
             message: "Idempotency-Key must be 1-200 characters".into(),
         });
     }
-    let pool = writer.pool();
-    let submission = Submission {
-        rater,
-        assignment_id,
-        input,
-        idempotency_key,
-    };
     // Answers that are wrong whatever the project go straight to `refusal`, which
     // reports them in their place among the other checks.
     if validate_input(input).is_ok() {
+        let (rater_id, token_hash) = match judge {
+            Judge::User(user) => (Some(user.id), None),
+            Judge::Token(token) => (None, Some(crate::auth::digest(token))),
+        };
         let pending = writer::Pending {
-            rater_id: rater.id,
+            rater_id,
+            token_hash,
             assignment_id,
             input: input.clone(),
             idempotency_key: idempotency_key.map(str::to_owned),
@@ -606,6 +606,13 @@ pub async fn submit(
             if let Some(j) = writer.store(pending.clone()).await? {
                 return Ok((j, true));
             }
+            let rater = judge.user(pool).await?;
+            let submission = Submission {
+                rater: &rater,
+                assignment_id,
+                input,
+                idempotency_key,
+            };
             match refusal(pool, &submission).await? {
                 Some(replayed) => return Ok((replayed, false)),
                 None => continue,
@@ -615,12 +622,41 @@ pub async fn submit(
             "judgment of {assignment_id} neither stored nor refused"
         )));
     }
+    let rater = judge.user(pool).await?;
+    let submission = Submission {
+        rater: &rater,
+        assignment_id,
+        input,
+        idempotency_key,
+    };
     match refusal(pool, &submission).await? {
         Some(replayed) => Ok((replayed, false)),
         // `refusal` rejects what `validate_input` rejected.
         None => Err(Error::Internal(anyhow::anyhow!(
             "judgment input refused but not explained"
         ))),
+    }
+}
+
+/// Who is judging: a user already looked up, or a bearer token, which the
+/// judging statement looks up itself, so that a judgment through the API costs
+/// no statement for its caller. Every answer but a stored judgment looks the
+/// token up first, so an unknown token is told 401 before anything else.
+#[derive(Clone, Copy)]
+pub enum Judge<'a> {
+    User(&'a User),
+    Token(&'a str),
+}
+
+impl Judge<'_> {
+    /// The user judging: 401 for an unknown token.
+    pub async fn user(self, pool: &PgPool) -> Result<User> {
+        match self {
+            Judge::User(user) => Ok(user.clone()),
+            Judge::Token(token) => crate::auth::user_by_token(pool, token)
+                .await?
+                .ok_or(Error::Unauthorized),
+        }
     }
 }
 

@@ -278,22 +278,69 @@ pub async fn access(db: impl sqlx::PgExecutor<'_>, user: &User, slug: &str) -> R
              from projects where slug = $1"
         )
     });
-    let Row {
-        project,
-        member_role,
-    } = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(slug)
         .bind(user.id)
         .fetch_optional(db)
         .await?
         .ok_or(Error::NotFound("project"))?;
-    let member = member_role.as_deref().and_then(MemberRole::parse);
+    admit(row.project, user.clone(), row.member_role.as_deref())
+}
+
+/// Resolve a project for the caller presenting `credential`, looking both up
+/// in one statement: the same answers as [`auth::Credential::user`] and then
+/// [`access`], in the same order. When the statement finds nothing (an unknown
+/// credential or project), those two run to tell which.
+pub async fn access_by_credential(
+    conn: &mut sqlx::PgConnection,
+    credential: &auth::Credential,
+    slug: &str,
+) -> Result<Access> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        project: Project,
+        user_id: Uuid,
+        user_name: String,
+        user_role: String,
+        csrf: Option<String>,
+        member_role: Option<String>,
+    }
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        auth::CALLERS.map(|caller| {
+            format!(
+                "select {PROJECT_COLUMNS}, c.*,
+                        (select role from project_members m
+                         where m.project_id = projects.id and m.user_id = c.user_id) as member_role
+                 from projects, ({caller}) c where projects.slug = $2"
+            )
+        })
+    });
+    let (digest, caller) = credential.lookup();
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(SQL[caller].as_str()))
+        .bind(digest)
+        .bind(slug)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        let user = credential.user(&mut *conn).await?;
+        return access(&mut *conn, &user, slug).await;
+    };
+    credential.check_csrf(row.csrf.as_deref().unwrap_or_default())?;
+    let user = auth::user_from_row(row.user_id, row.user_name, row.user_role);
+    admit(row.project, user, row.member_role.as_deref())
+}
+
+/// `user`'s access to `project`, given their role in it (None: not a member),
+/// or not found.
+fn admit(project: Project, user: User, member_role: Option<&str>) -> Result<Access> {
+    let member = member_role.and_then(MemberRole::parse);
     if member.is_none() && !user.is_admin() {
         return Err(Error::NotFound("project"));
     }
     Ok(Access {
         project,
-        user: user.clone(),
+        user,
         member,
     })
 }

@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use super::{
     AppState,
-    extract::{ApiConn, ApiUser, Json, Path},
+    extract::{ApiUser, Json, Path, ProjectConn},
 };
 use crate::{
-    auth::Role,
+    auth::{Credential, Role},
     error::{Error, Result},
     import::{self, ClipInfo, ImportReport},
     labeling::{self, Judgment, JudgmentInput, NextPair},
@@ -368,13 +368,8 @@ async fn import_pairs(
 /// The next pair for the caller to judge: 200 with the pair, or 204 when nothing is left.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/next",
     responses((status = 200, body = NextPair), (status = 204, description = "nothing left for this rater")))]
-async fn next_pair(
-    ApiConn { user, mut conn }: ApiConn,
-    Path(slug): Path<String>,
-) -> Result<Response> {
-    let access = projects::access(&mut *conn, &user, &slug)
-        .await?
-        .require_label()?;
+async fn next_pair(ProjectConn { access, mut conn }: ProjectConn) -> Result<Response> {
+    let access = access.require_label()?;
     Ok(match labeling::next(&mut conn, &access).await? {
         Some(pair) => axum::Json(pair).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -389,19 +384,42 @@ async fn next_pair(
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn submit_judgment(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
-    Path(id): Path<Uuid>,
+    credential: Credential,
+    path: Result<Path<Uuid>, Error>,
     headers: HeaderMap,
-    Json(input): Json<JudgmentInput>,
+    body: Result<Json<JudgmentInput>, Error>,
 ) -> Result<(StatusCode, axum::Json<Judgment>)> {
+    // A bearer token is looked up by the judging statement itself; a session
+    // (and its CSRF header) here.
+    let user;
+    let judge = match &credential {
+        Credential::Token(token) => labeling::Judge::Token(token),
+        session => {
+            user = session.user(&state.pool).await?;
+            labeling::Judge::User(&user)
+        }
+    };
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(v.to_str().map_err(|_| Error::BadRequest {
             code: "bad_idempotency_key",
             message: "Idempotency-Key must be visible ASCII".into(),
-        })?),
+        })),
         None => None,
     };
-    let (judgment, created) = labeling::submit(&state.judgments, &user, id, &input, key).await?;
+    // What is wrong with the request is told once the caller is known: an
+    // unknown caller hears 401 first, as from every other route.
+    let (id, input, key) = match (path, body, key.transpose()) {
+        (Ok(Path(id)), Ok(Json(input)), Ok(key)) => (id, input, key),
+        (path, body, key) => {
+            judge.user(&state.pool).await?;
+            return Err(path
+                .err()
+                .or(key.err())
+                .or(body.err())
+                .expect("one of them failed"));
+        }
+    };
+    let (judgment, created) = labeling::submit(&state.judgments, judge, id, &input, key).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -462,13 +480,8 @@ async fn get_clip(
 
 /// The caller's progress in a project: today, in total, streak, session, remaining.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/progress", responses((status = 200, body = Progress)))]
-async fn progress(
-    ApiConn { user, mut conn }: ApiConn,
-    Path(slug): Path<String>,
-) -> Result<axum::Json<Progress>> {
-    let access = projects::access(&mut *conn, &user, &slug)
-        .await?
-        .require_label()?;
+async fn progress(ProjectConn { access, mut conn }: ProjectConn) -> Result<axum::Json<Progress>> {
+    let access = access.require_label()?;
     Ok(axum::Json(rater::progress(&mut conn, &access).await?))
 }
 

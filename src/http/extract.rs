@@ -8,7 +8,7 @@ use axum::{
 
 use super::AppState;
 use crate::{
-    auth::{self, Session, User},
+    auth::{self, Credential, Session, User},
     error::Error,
 };
 
@@ -55,50 +55,67 @@ impl FromRequestParts<AppState> for ApiUser {
     }
 }
 
-/// The caller of an API route, as [`ApiUser`], with the pool connection the
-/// caller was looked up on, for the rest of the request: every trip to the pool
-/// costs a round trip to PostgreSQL when the connection is given back (sqlx
-/// checks it then), so the hot path (`next`) keeps one. Only for routes without
-/// a body, so no connection waits on a slow client's upload.
-pub struct ApiConn {
-    pub user: User,
-    pub conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
-}
-
-impl FromRequestParts<AppState> for ApiConn {
+/// What an API route's caller presents, not yet looked up (401 when there is
+/// nothing): see [`crate::projects::access_by_credential`], which looks it up
+/// with the project in one statement.
+impl FromRequestParts<AppState> for Credential {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let mut conn = state.pool.acquire().await?;
-        let user = caller(parts, &mut conn).await?;
-        Ok(ApiConn { user, conn })
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Error> {
+        credential(parts)
     }
 }
 
-/// Who is calling: a bearer token, or a session cookie (with the CSRF header on
-/// state-changing requests).
-async fn caller(parts: &Parts, conn: &mut sqlx::PgConnection) -> Result<User, Error> {
+/// The caller of a project's API route (`{slug}` in the path) and their access to
+/// it, looked up in one statement, with the pool connection they were looked
+/// up on, for the rest of the request: every trip to the pool costs a round
+/// trip to PostgreSQL when the connection is given back (sqlx checks it then),
+/// so the hot path (`next`) keeps one. Only for routes without a body, so no
+/// connection waits on a slow client's upload.
+pub struct ProjectConn {
+    pub access: crate::projects::Access,
+    pub conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+impl FromRequestParts<AppState> for ProjectConn {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let credential = credential(parts)?;
+        let Path(slug) = Path::<String>::from_request_parts(parts, state).await?;
+        let mut conn = state.pool.acquire().await?;
+        let access = crate::projects::access_by_credential(&mut conn, &credential, &slug).await?;
+        Ok(ProjectConn { access, conn })
+    }
+}
+
+/// The credential a request carries: a bearer token, or a session cookie (with
+/// the CSRF header, which state-changing requests must carry).
+fn credential(parts: &Parts) -> Result<Credential, Error> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthorized)?;
-        let user = auth::user_by_token(conn, token.trim()).await?;
-        return user.ok_or(Error::Unauthorized);
+        return Ok(Credential::Token(token.trim().to_owned()));
     }
     let id = cookie(parts, SESSION_COOKIE).ok_or(Error::Unauthorized)?;
-    let session = auth::session_by_id(conn, id)
-        .await?
-        .ok_or(Error::Unauthorized)?;
-    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe {
-        let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if !sent.is_some_and(|s| constant_eq(s, &session.csrf)) {
-            return Err(Error::forbidden("missing or wrong X-CSRF-Token header"));
-        }
-    }
-    Ok(session.user)
+    Ok(Credential::Session {
+        id: id.to_owned(),
+        csrf_sent: parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        safe: matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS),
+    })
+}
+
+/// Who is calling: a bearer token, or a session cookie (with the CSRF header on
+/// state-changing requests).
+async fn caller(parts: &Parts, conn: &mut sqlx::PgConnection) -> Result<User, Error> {
+    credential(parts)?.user(conn).await
 }
 
 /// A logged-in browser session, for pages. Without one, pages redirect to the login form.
@@ -144,11 +161,4 @@ impl FromRequestParts<AppState> for PageSession {
     }
 }
 
-/// Compare secrets without leaking where they differ through timing.
-pub fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
+pub use crate::auth::constant_eq;

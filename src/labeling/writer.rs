@@ -47,7 +47,11 @@ const TASKS: usize = 2;
 /// A judgment to store: the rater's live lease `assignment_id`, answered.
 #[derive(Clone)]
 pub(super) struct Pending {
-    pub rater_id: Uuid,
+    /// The rater, or (None) the one `token_hash` belongs to: the statement looks
+    /// the bearer token's digest up itself, so a judgment through the API costs
+    /// no lookup of its own.
+    pub rater_id: Option<Uuid>,
+    pub token_hash: Option<Vec<u8>>,
     pub assignment_id: Uuid,
     pub input: JudgmentInput,
     pub idempotency_key: Option<String>,
@@ -285,14 +289,16 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
             "with i as (
                  select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                                       $6::text[], $7::int[], $8::text[], $9::bool[], $10::text[],
-                                      $11::int[], $12::int[], $13::bool[])
+                                      $11::int[], $12::int[], $13::bool[], $14::bytea[])
                      as i(assignment_id, rater_id, choice_a, choice_b, choice, idempotency_key,
                           strength, rationale, content_flag, flag_reason, duration_ms, replays,
-                          answered_before_clip_end)),
+                          answered_before_clip_end, token_hash)),
              a as (
                  update assignments a set state = 'judged', judged_at = now()
                  from i, projects p
-                 where a.id = i.assignment_id and a.rater_id = i.rater_id and a.state = 'leased'
+                 where a.id = i.assignment_id and a.state = 'leased'
+                   and a.rater_id = coalesce(i.rater_id, (select t.user_id from api_tokens t
+                                                          where t.token_hash = i.token_hash))
                    and a.expires_at > now() and p.id = a.project_id
                    and i.choice = any(p.options)
                    and case when i.strength is null then true
@@ -381,6 +387,7 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
             .bind(column(pending, |p| p.input.duration_ms))
             .bind(column(pending, |p| p.input.replays))
             .bind(column(pending, |p| p.input.answered_before_clip_end))
+            .bind(column(pending, |p| p.token_hash.as_deref()))
             .fetch_all(&mut *conn)
             .await;
     // Idle from now: a batch that ran long is no reason to test the connection.

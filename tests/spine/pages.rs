@@ -630,3 +630,130 @@ async fn changing_the_password_ends_every_session() {
     );
     Browser::login(&app, "mover", "new-password-1").await;
 }
+
+/// `next` looks its caller and the project up in one statement, and a judgment
+/// through the API leaves the bearer token to the judging statement: every
+/// answer must still be what separate look-ups gave, in the same order (an
+/// unknown caller hears 401 before anything about the request), and an
+/// unknown token must store nothing.
+#[tokio::test]
+async fn callers_looked_up_with_the_work_are_answered_as_before() {
+    let app = app().await;
+    let lead = app.project("p", json!({})).await;
+    app.import_text_pairs("p", &lead, 5).await;
+    let ann = app.user("ann", Role::Annotator).await;
+    let outsider = app.user("out", Role::Annotator).await;
+    let res = app
+        .post(
+            "/api/v1/projects/p/members",
+            &lead,
+            json!({"user": "ann", "role": "annotator"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    let unknown = "f".repeat(64);
+
+    // `next`: unknown token 401, unknown project 404, outsider 404, member 200,
+    // and the same for a browser session.
+    assert_eq!(
+        app.get("/api/v1/projects/p/next", &unknown).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/v1/projects/nope/next", &unknown).await.status,
+        StatusCode::UNAUTHORIZED,
+        "an unknown caller learns nothing about projects"
+    );
+    assert_eq!(
+        app.get("/api/v1/projects/nope/next", &ann).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v1/projects/p/next", &outsider).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let b = Browser::login(&app, "ann", "password123").await;
+    let res = b.get(&app, "/api/v1/projects/p/progress").await;
+    assert_eq!(res.status, StatusCode::OK, "a session reads progress");
+    let res = b.get(&app, "/api/v1/projects/p/next").await;
+    assert_eq!(res.status, StatusCode::OK, "a session asks for pairs");
+    let by_session = res.json()["assignment_id"].as_str().unwrap().to_owned();
+    let pair = app.get("/api/v1/projects/p/next", &ann).await.json();
+    let id = pair["assignment_id"].as_str().unwrap().to_owned();
+    assert_ne!(id, by_session);
+    let uri = format!("/api/v1/assignments/{id}/judgment");
+
+    // A judgment under an unknown token: 401 whatever else is wrong, nothing stored.
+    let raw = |token: &str, uri: &str, key: Option<&str>, body: &str| {
+        let mut r = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.body(Body::from(body.to_owned())).unwrap()
+    };
+    let good = json!({"choice": "left"}).to_string();
+    for (what, req) in [
+        ("a good answer", raw(&unknown, &uri, Some("k1"), &good)),
+        ("broken JSON", raw(&unknown, &uri, None, "{")),
+        ("an empty key", raw(&unknown, &uri, Some(""), &good)),
+        (
+            "a bad path",
+            raw(&unknown, "/api/v1/assignments/x/judgment", None, &good),
+        ),
+        (
+            "an invalid answer",
+            raw(
+                &unknown,
+                &uri,
+                None,
+                &json!({"choice": "left", "duration_ms": -1}).to_string(),
+            ),
+        ),
+        (
+            "an unknown assignment",
+            raw(
+                &unknown,
+                &format!("/api/v1/assignments/{}/judgment", uuid::Uuid::new_v4()),
+                None,
+                &good,
+            ),
+        ),
+    ] {
+        let res = app.send(req).await;
+        assert_eq!(
+            res.status,
+            StatusCode::UNAUTHORIZED,
+            "unknown token with {what}"
+        );
+    }
+    assert_eq!(app.count("select count(*) from judgments").await, 0);
+    // The assignee's token stores it; a replay of its key returns it; another
+    // member's token is refused (403) and the session's judgment needs its CSRF header.
+    let res = app.send(raw(&ann, &uri, Some("k1"), &good)).await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    let res = app.send(raw(&ann, &uri, Some("k1"), &good)).await;
+    assert_eq!(res.status, StatusCode::OK, "a replay");
+    let res = app.send(raw(&lead, &uri, None, &good)).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    let session_uri = format!("/api/v1/assignments/{by_session}/judgment");
+    let by_cookie = |csrf: Option<&str>| {
+        let mut r = Request::post(session_uri.as_str())
+            .header(header::COOKIE, &b.cookie)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        r.body(Body::from(good.clone())).unwrap()
+    };
+    assert_eq!(
+        app.send(by_cookie(None)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(by_cookie(Some(&b.csrf))).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 2);
+}

@@ -123,7 +123,7 @@ pub(super) async fn label(
     let key = format!("form-{}", f.assignment_id);
     match labeling::submit(
         &state.judgments,
-        s.user(),
+        labeling::Judge::User(s.user()),
         f.assignment_id,
         &input,
         Some(&key),
