@@ -14,12 +14,14 @@
 //! in id order, as a batch of judgments does) before the waiting pick.
 //!
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
-//! next`): after the caller's token and project lookups, a regular `next` is one
+//! next`): after one statement that looks up the caller and the project
+//! together (`projects::access_by_credential`), a regular `next` is one
 //! statement (reap, the rater's leases, pick, take a slot, lease, read the
-//! pair) and a judgment is one statement (judge the lease, write the judgment,
-//! count it, queue the jobs it calls for), each its own transaction. Under load
-//! the judgments waiting at one moment share that statement ([`writer`]). The
-//! uncommon answers (a quality check, a refusal) take a few more.
+//! pair); a judgment is one statement (look up a bearer token, judge the lease,
+//! write the judgment, count it, queue the jobs it calls for), each its own
+//! transaction. Under load the judgments waiting at one moment share that
+//! statement ([`writer`]). The uncommon answers (a quality check, a refusal)
+//! take a few more.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
