@@ -86,10 +86,61 @@ pub async fn next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
 }
 
 fn is_retryable(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<sqlx::Error>()
-        .and_then(|e| e.as_database_error())
+    e.downcast_ref::<sqlx::Error>().is_some_and(is_race)
+}
+
+/// A race the database resolved by refusing this side (see [`next`]).
+fn is_race(e: &sqlx::Error) -> bool {
+    e.as_database_error()
         .and_then(|d| d.code())
         .is_some_and(|c| c == "40P01" || c == "23505" || c == "40001")
+}
+
+/// `next` for the caller presenting `credential`, in project `slug`: in the
+/// common case one statement ([`NEXT_BY_CREDENTIAL`]) looks up the caller and
+/// the project and leases the pair. Whatever that statement leaves open (the
+/// caller or project not found, not allowed, a content warning or a session cap
+/// to check first, a quality check, nothing free without waiting) takes the
+/// usual way: the look-up ([`crate::projects::access_by_credential`]) that
+/// tells which, then [`next`], or the rest of it with the same rolls.
+pub async fn next_by_credential(
+    conn: &mut PgConnection,
+    credential: &crate::auth::Credential,
+    slug: &str,
+) -> Result<Option<NextPair>> {
+    let rolls = Rolls::draw();
+    let (digest, caller) = credential.lookup();
+    let row: Option<NextRow> =
+        match sqlx::query_as(sqlx::AssertSqlSafe(NEXT_BY_CREDENTIAL[caller].as_str()))
+            .bind(rolls.left_is_a)
+            .bind(rolls.gold)
+            .bind(rolls.repeat)
+            .bind(digest)
+            .bind(slug)
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(row) => row,
+            // The usual way retries it.
+            Err(e) if is_race(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
+    let rates = row.as_ref().map(|r| (r.gold_rate, r.repeat_rate));
+    if let Some(row) = row
+        && let Some(pair) = settled(&mut *conn, row, rolls.left_is_a).await?
+    {
+        return Ok(Some(pair));
+    }
+    let access = crate::projects::access_by_credential(&mut *conn, credential, slug)
+        .await?
+        .require_label()?;
+    if let Some(rates) = rates {
+        match finish(&mut *conn, &access, rates, rolls).await {
+            Err(Error::Internal(e)) if is_retryable(&e) => {}
+            other => return other,
+        }
+    }
+    next(conn, &access).await
 }
 
 /// The first open pair (by priority, then import order) the rater has not been
@@ -222,6 +273,64 @@ static REAP_WAITING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// [`NEXT`] for a caller and a project not yet looked up: `who` reads the user
+/// of a credential's digest (`$4`, by [`crate::auth::CALLERS`]) and the project
+/// whose slug is `$5`, and stands in for `NEXT`'s project, rater and lease
+/// length; the rolls and side are `$1`–`$3`. `who` is empty, and the statement
+/// changes nothing and answers no row, unless the caller may label the project
+/// (a member annotator or lead, or an admin: `Access::can_label`) and the
+/// project asks nothing of them before a pair (no content warning, no session
+/// caps: `rater::gate`).
+static NEXT_BY_CREDENTIAL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    let next = NEXT
+        .strip_prefix("with ")
+        .expect("NEXT starts with its CTEs");
+    let next = map_params(next, |n| match n {
+        1 => "(select project_id from who)".into(),
+        2 => "(select user_id from who)".into(),
+        3 => "$1".into(),
+        4 => "(select lease_seconds from who)".into(),
+        5 => "$2".into(),
+        6 => "$3".into(),
+        n => panic!("NEXT has no parameter ${n}"),
+    });
+    crate::auth::CALLERS.map(|caller| {
+        let caller = map_params(caller, |_| "$4".into());
+        format!(
+            "with who as (
+                 select p.id as project_id, p.lease_seconds::float8 as lease_seconds, c.user_id
+                 from projects p, ({caller}) c
+                 where p.slug = $5 and p.content_warning is null
+                   and p.session_cap_pairs is null and p.session_cap_minutes is null
+                   and (c.user_role = 'admin'
+                        or exists (select 1 from project_members m
+                                   where m.project_id = p.id and m.user_id = c.user_id
+                                     and m.role in ('annotator', 'lead')))),
+             {next}"
+        )
+    })
+});
+
+/// `sql` with each parameter `$n` replaced by `map(n)`.
+fn map_params(sql: &str, map: impl Fn(u32) -> String) -> String {
+    let mut out = String::with_capacity(sql.len() + 256);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        match rest[at + 1..at + 1 + digits].parse() {
+            Ok(n) => out.push_str(&map(n)),
+            Err(_) => out.push('$'),
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The reap's first two common table expressions: `expired`, the project's
 /// (`$1`) expired leases, taken with `lock` (on `a`, the assignment, and on
 /// anything `join` adds), marked expired; `per_pair`, how many regular slots
@@ -271,28 +380,54 @@ struct NextRow {
     b_clip: Option<String>,
 }
 
+/// The quality-check rolls and the side rollout a is shown on, drawn once per try.
+#[derive(Clone, Copy)]
+struct Rolls {
+    gold: f32,
+    repeat: f32,
+    left_is_a: bool,
+}
+
+impl Rolls {
+    fn draw() -> Rolls {
+        let mut rng = rand::rng();
+        Rolls {
+            gold: rng.random(),
+            repeat: rng.random(),
+            left_is_a: rng.random_bool(0.5),
+        }
+    }
+}
+
 async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
     // Quality checks, each taken only at its configured rate: a gold pair the
     // rater has not seen, or one of their judged pairs again with the sides
     // swapped. Neither touches the pair's counts.
-    let (gold_roll, repeat_roll, left_is_a) = {
-        let mut rng = rand::rng();
-        (
-            rng.random::<f32>(),
-            rng.random::<f32>(),
-            rng.random_bool(0.5),
-        )
-    };
+    let rolls = Rolls::draw();
     let row: NextRow = sqlx::query_as(sqlx::AssertSqlSafe(NEXT.as_str()))
         .bind(project.id)
         .bind(rater.id)
-        .bind(left_is_a)
+        .bind(rolls.left_is_a)
         .bind(f64::from(project.lease_seconds))
-        .bind(gold_roll)
-        .bind(repeat_roll)
+        .bind(rolls.gold)
+        .bind(rolls.repeat)
         .fetch_one(&mut *conn)
         .await?;
+    let rates = (row.gold_rate, row.repeat_rate);
+    if let Some(pair) = settled(&mut *conn, row, rolls.left_is_a).await? {
+        return Ok(Some(pair));
+    }
+    finish(conn, access, rates, rolls).await
+}
+
+/// [`NEXT`]'s answer when it settles the call: the rater is paused (an error),
+/// holds as many leases as they may (the oldest again), or was leased a pair.
+async fn settled(
+    conn: &mut PgConnection,
+    row: NextRow,
+    left_is_a: bool,
+) -> Result<Option<NextPair>> {
     if row.paused {
         return Err(Error::Conflict {
             code: "paused",
@@ -317,8 +452,22 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
         );
         return Ok(Some(present(shown, left_is_a)));
     }
-    let gold = gold_roll < row.gold_rate;
-    let check = gold || repeat_roll < row.repeat_rate;
+    Ok(None)
+}
+
+/// The rest of a `next` whose [`NEXT`] leased nothing, with its `rolls` and the
+/// project's gold and repeat rates: the quality check the rolls asked for, else
+/// the waiting reap and pick.
+async fn finish(
+    conn: &mut PgConnection,
+    access: &Access,
+    (gold_rate, repeat_rate): (f32, f32),
+    rolls: Rolls,
+) -> Result<Option<NextPair>> {
+    let (project, rater) = (&access.project, &access.user);
+    let left_is_a = rolls.left_is_a;
+    let gold = rolls.gold < gold_rate;
+    let check = gold || rolls.repeat < repeat_rate;
     if check {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         if let Some(pair) = extra(&mut tx, access, gold).await? {
@@ -820,6 +969,20 @@ fn validate_input(input: &JudgmentInput) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_whole() {
+        let sql = "select $1, $12, '$', $2 where x = $1";
+        let mapped = map_params(sql, |n| match n {
+            1 => "(a)".into(),
+            n => format!("${}", n + 1),
+        });
+        assert_eq!(mapped, "select (a), $13, '$', $3 where x = (a)");
+        // Every parameter of `NEXT` is replaced: the statement has only its own.
+        for sql in NEXT_BY_CREDENTIAL.iter() {
+            assert!(!sql.contains("$6") && sql.contains("$5") && sql.contains("$1"));
+        }
+    }
 
     #[test]
     fn canonical_choice_follows_the_sides() {

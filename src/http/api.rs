@@ -368,12 +368,18 @@ async fn import_pairs(
 /// The next pair for the caller to judge: 200 with the pair, or 204 when nothing is left.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/next",
     responses((status = 200, body = NextPair), (status = 204, description = "nothing left for this rater")))]
-async fn next_pair(ProjectConn { access, mut conn }: ProjectConn) -> Result<Response> {
-    let access = access.require_label()?;
-    Ok(match labeling::next(&mut conn, &access).await? {
-        Some(pair) => axum::Json(pair).into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
-    })
+async fn next_pair(
+    State(state): State<AppState>,
+    credential: Credential,
+    Path(slug): Path<String>,
+) -> Result<Response> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(
+        match labeling::next_by_credential(&mut conn, &credential, &slug).await? {
+            Some(pair) => axum::Json(pair).into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
 }
 
 /// Judge an assignment. With an `Idempotency-Key` header, a retry returns the
@@ -399,13 +405,12 @@ async fn submit_judgment(
             labeling::Judge::User(&user)
         }
     };
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().map_err(|_| Error::BadRequest {
+    let key = headers.get("idempotency-key").map(|v| {
+        v.to_str().map_err(|_| Error::BadRequest {
             code: "bad_idempotency_key",
             message: "Idempotency-Key must be visible ASCII".into(),
-        })),
-        None => None,
-    };
+        })
+    });
     // What is wrong with the request is told once the caller is known: an
     // unknown caller hears 401 first, as from every other route.
     let (id, input, key) = match (path, body, key.transpose()) {
