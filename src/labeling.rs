@@ -14,10 +14,9 @@
 //! in id order, as a batch of judgments does) before the waiting pick.
 //!
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
-//! next`): after one statement that looks up the caller and the project
-//! together (`projects::access_by_credential`), a regular `next` is one
-//! statement (reap, the rater's leases, pick, take a slot, lease, read the
-//! pair); a judgment is one statement (look up a bearer token, judge the lease,
+//! next`): a regular `next` is one statement (look up the caller and the
+//! project, reap, the rater's leases, pick, take a slot, lease, read the pair:
+//! [`next_by_credential`]); a judgment is one statement (look up a bearer token, judge the lease,
 //! write the judgment, count it, queue the jobs it calls for), each its own
 //! transaction. Under load the judgments waiting at one moment share that
 //! statement ([`writer`]). The uncommon answers (a quality check, a refusal)

@@ -6,6 +6,8 @@ use axum::{
     http::{Method, header, request::Parts},
 };
 
+pub use crate::auth::constant_eq;
+
 use super::AppState;
 use crate::{
     auth::{self, Credential, Session, User},
@@ -161,4 +163,3 @@ impl FromRequestParts<AppState> for PageSession {
     }
 }
 
-pub use crate::auth::constant_eq;
