@@ -180,8 +180,9 @@ pub async fn session_by_id(
 }
 
 /// What an API caller presents, before it is looked up: a bearer token, or a
-/// browser session's cookie with the CSRF header the request carried.
-#[derive(Debug, Clone)]
+/// browser session's cookie with the CSRF header the request carried. Not
+/// `Debug`, so that a secret cannot end up in a log line.
+#[derive(Clone)]
 pub enum Credential {
     /// `Authorization: Bearer …`
     Token(String),

@@ -727,6 +727,12 @@ pub async fn submit(
     idempotency_key: Option<&str>,
 ) -> Result<(Judgment, bool)> {
     let pool = writer.pool();
+    let submission = Submission {
+        judge,
+        assignment_id,
+        input,
+        idempotency_key,
+    };
     if let Some(key) = idempotency_key
         && (key.is_empty() || key.len() > 200)
     {
@@ -756,13 +762,6 @@ pub async fn submit(
             if let Some(j) = writer.store(pending.clone()).await? {
                 return Ok((j, true));
             }
-            let rater = judge.user(pool).await?;
-            let submission = Submission {
-                rater: &rater,
-                assignment_id,
-                input,
-                idempotency_key,
-            };
             match refusal(pool, &submission).await? {
                 Some(replayed) => return Ok((replayed, false)),
                 None => continue,
@@ -772,13 +771,6 @@ pub async fn submit(
             "judgment of {assignment_id} neither stored nor refused"
         )));
     }
-    let rater = judge.user(pool).await?;
-    let submission = Submission {
-        rater: &rater,
-        assignment_id,
-        input,
-        idempotency_key,
-    };
     match refusal(pool, &submission).await? {
         Some(replayed) => Ok((replayed, false)),
         // `refusal` rejects what `validate_input` rejected.
@@ -813,22 +805,24 @@ impl Judge<'_> {
 /// What [`submit`] was asked to store.
 #[derive(Clone, Copy)]
 struct Submission<'a> {
-    rater: &'a User,
+    judge: Judge<'a>,
     assignment_id: Uuid,
     input: &'a JudgmentInput,
     idempotency_key: Option<&'a str>,
 }
 
-/// Why [`Writer::store`] wrote nothing: the replayed judgment of an idempotency key, or the
-/// error the caller gets. `Ok(None)` when the assignment is in order after all (it
-/// changed since the writer looked).
+/// Why [`Writer::store`] wrote nothing: the replayed judgment of an idempotency
+/// key, or the error the caller gets (401 first, for an unknown token).
+/// `Ok(None)` when the assignment is in order after all (it changed since the
+/// writer looked).
 async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Judgment>> {
     let Submission {
-        rater,
+        judge,
         assignment_id,
         input,
         idempotency_key,
     } = *submission;
+    let rater = &judge.user(pool).await?;
     type Row = (
         Uuid,
         String,

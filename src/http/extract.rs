@@ -162,4 +162,3 @@ impl FromRequestParts<AppState> for PageSession {
         }
     }
 }
-
