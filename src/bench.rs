@@ -112,11 +112,12 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
          (when on the PATH); `ratio` is judgments/s over pgbench/s, or over pg inserts/s without it; \
          `batch`: judgments per judging statement (the server writes those waiting together); \
          `WAL rec/j` and `flush/j`: WAL records written and WAL flushes to disk per judgment, from \
-         the cluster's `pg_stat_wal` over the middle 60% of the level (anything else the cluster \
-         does meanwhile counts too)"
+         the cluster's `pg_stat_wal`, and `xact/j`: transactions committed in the benchmark's \
+         database per judgment (a statement on its own is one), from `pg_stat_database`, both \
+         over the middle 60% of the level (anything else meanwhile counts too)"
     );
     println!(
-        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7}",
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7} {:>6}",
         "raters",
         "judgments/s",
         "next p50/p95/p99",
@@ -128,7 +129,8 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "pgbench/s",
         "ratio",
         "WAL rec/j",
-        "flush/j"
+        "flush/j",
+        "xact/j"
     );
     let modes: &[bool] = if opts.with_training {
         &[false, true]
@@ -142,7 +144,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 false => None,
             };
             let written = harness.judgments.stats();
-            let wal = tokio::spawn(wal_per_judgment(
+            let wal = tokio::spawn(per_judgment(
                 pool.clone(),
                 harness.judgments.clone(),
                 opts.seconds,
@@ -167,12 +169,12 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 Some((tps, _)) => (format!("{tps:.0}"), rate / tps),
                 None => ("-".into(), rate / inserts),
             };
-            let per_judgment = |value: fn(&WalPerJudgment) -> f64| {
+            let per_judgment = |value: fn(&PerJudgment) -> f64| {
                 wal.as_ref()
                     .map_or("-".into(), |w| format!("{:.2}", value(w)))
             };
             println!(
-                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6.1} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7}{}",
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6.1} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7} {:>6}{}",
                 n,
                 rate,
                 next,
@@ -185,6 +187,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 ratio,
                 per_judgment(|w| w.records),
                 per_judgment(|w| w.flushes),
+                per_judgment(|w| w.transactions),
                 if training { "  (training)" } else { "" }
             );
         }
@@ -194,39 +197,47 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// WAL records and flushes per judgment over a level.
-struct WalPerJudgment {
+/// What PostgreSQL does per judgment over a level: WAL records and flushes,
+/// and transactions committed in the benchmark's database.
+struct PerJudgment {
     records: f64,
     flushes: f64,
+    transactions: f64,
 }
 
-/// WAL records and flushes per judgment written, over the middle 60 % of a
-/// level of `seconds`, from the cluster's `pg_stat_wal` (PostgreSQL 14 and
-/// later; None without it, or with no judgment meanwhile). Backends report WAL
-/// counts to `pg_stat_wal` up to a second late; in the middle of a level they
-/// are as late at both readings, where a reading at the level's end would miss
-/// its last second.
-async fn wal_per_judgment(
+/// WAL records and flushes (the cluster's `pg_stat_wal`, PostgreSQL 14 and
+/// later) and transactions committed in the benchmark's database
+/// (`pg_stat_database`) per judgment written, over the middle 60 % of a level
+/// of `seconds`; None without those views, or with no judgment meanwhile.
+/// Backends report to both views up to a second late; in the middle of a level
+/// they are as late at both readings, where a reading at the level's end would
+/// miss its last second. Unlike a rate, none of these depends on how busy the
+/// machine is.
+async fn per_judgment(
     pool: PgPool,
     writer: crate::labeling::Writer,
     seconds: f64,
-) -> Option<WalPerJudgment> {
-    let read = async || -> Option<(i64, i64, u64)> {
-        let (records, flushes): (i64, i64) =
-            sqlx::query_as("select wal_records, wal_sync from pg_stat_wal")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-        Some((records, flushes, writer.stats().judgments))
+) -> Option<PerJudgment> {
+    let read = async || -> Option<(i64, i64, i64, u64)> {
+        let (records, flushes, commits): (i64, i64, i64) = sqlx::query_as(
+            "select wal_records, wal_sync,
+                    (select xact_commit from pg_stat_database where datname = current_database())
+             from pg_stat_wal",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        Some((records, flushes, commits, writer.stats().judgments))
     };
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.2)).await;
-    let (r1, f1, j1) = read().await?;
+    let (r1, f1, c1, j1) = read().await?;
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.6)).await;
-    let (r2, f2, j2) = read().await?;
+    let (r2, f2, c2, j2) = read().await?;
     let judgments = j2.checked_sub(j1).filter(|&n| n > 0)? as f64;
-    Some(WalPerJudgment {
+    Some(PerJudgment {
         records: (r2 - r1) as f64 / judgments,
         flushes: (f2 - f1) as f64 / judgments,
+        transactions: (c2 - c1) as f64 / judgments,
     })
 }
 
