@@ -125,14 +125,23 @@ impl Runner {
     async fn slot(&self, slot: usize, shutdown: watch::Receiver<bool>) {
         let name = format!("{}#{slot}", self.config.name);
         while !*shutdown.borrow() {
+            // Waiting for work also ends at shutdown, even one that came while
+            // this slot was claiming (`notify_waiters` wakes only who waits).
+            let mut stop = shutdown.clone();
             match storage::claim(&self.pool, &name, self.config.lease_seconds).await {
                 Ok(Some(job)) => self.run_one(&name, job, Some(shutdown.clone())).await,
                 Ok(None) => {
-                    let _ = tokio::time::timeout(self.config.poll, self.wake.notified()).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(self.config.poll, self.wake.notified()) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming a job");
-                    tokio::time::sleep(self.config.poll).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.poll) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
                 }
             }
         }
