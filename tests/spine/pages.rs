@@ -641,16 +641,8 @@ async fn callers_looked_up_with_the_work_are_answered_as_before() {
     let app = app().await;
     let lead = app.project("p", json!({})).await;
     app.import_text_pairs("p", &lead, 5).await;
-    let ann = app.user("ann", Role::Annotator).await;
+    let ann = app.annotator("p", &lead, "ann").await;
     let outsider = app.user("out", Role::Annotator).await;
-    let res = app
-        .post(
-            "/api/v1/projects/p/members",
-            &lead,
-            json!({"user": "ann", "role": "annotator"}),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::CREATED);
     let unknown = "f".repeat(64);
 
     // `next`: unknown token 401, unknown project 404, outsider 404, member 200,
