@@ -110,20 +110,21 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "baseline: single-row inserts, each committed, at the same concurrency: `pg inserts/s` \
          from this process's client (sqlx, as the server uses), `pgbench/s` from pgbench \
          (when on the PATH); `ratio` is judgments/s over pgbench/s, or over pg inserts/s without it; \
-         `batch`: judgments per judging statement (the server writes those waiting together); \
+         `batch j/n`: judgments per judging statement and `next` calls per leasing statement (the \
+         server answers those waiting together); \
          `WAL rec/j` and `flush/j`: WAL records written and WAL flushes to disk per judgment, from \
          the cluster's `pg_stat_wal`, and `xact/j`: transactions committed in the benchmark's \
          database per judgment (a statement on its own is one), from `pg_stat_database`, both \
          over the middle 60% of the level (anything else meanwhile counts too)"
     );
     println!(
-        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>6} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7} {:>6}",
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7} {:>6}",
         "raters",
         "judgments/s",
         "next p50/p95/p99",
         "submit p50/p95/p99",
         "both p50/p99 ms",
-        "batch",
+        "batch j/n",
         "errors",
         "pg inserts/s",
         "pgbench/s",
@@ -144,6 +145,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 false => None,
             };
             let written = harness.judgments.stats();
+            let leased = harness.leases.stats();
             let wal = tokio::spawn(per_judgment(
                 pool.clone(),
                 harness.judgments.clone(),
@@ -153,6 +155,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 .level(&tokens[..n], n, opts.seconds, std::time::Duration::ZERO)
                 .await;
             let written = harness.judgments.stats().since(written);
+            let leased = harness.leases.stats().since(leased);
             let wal = wal.await.ok().flatten();
             if let Some((stop, task)) = trainer {
                 let _ = stop.send(true);
@@ -174,13 +177,17 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                     .map_or("-".into(), |w| format!("{:.2}", value(w)))
             };
             println!(
-                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>6.1} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7} {:>6}{}",
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7} {:>6}{}",
                 n,
                 rate,
                 next,
                 submit,
                 both,
-                written.per_statement(),
+                format!(
+                    "{:.1}/{:.1}",
+                    written.per_statement(),
+                    leased.per_statement()
+                ),
                 r.errors,
                 inserts,
                 pgbench_col,

@@ -35,7 +35,10 @@ use crate::{
     projects::Access,
 };
 
+pub mod leaser;
+mod own_conn;
 pub mod writer;
+pub use leaser::Leaser;
 pub use writer::Writer;
 
 /// A rater may hold this many live leases per project (the page fetches one
@@ -96,50 +99,53 @@ fn is_race(e: &sqlx::Error) -> bool {
 }
 
 /// `next` for the caller presenting `credential`, in project `slug`: in the
-/// common case one statement ([`NEXT_BY_CREDENTIAL`]) looks up the caller and
-/// the project and leases the pair. Whatever that statement leaves open (the
-/// caller or project not found, not allowed, a content warning or a session cap
-/// to check first, a quality check, nothing free without waiting) takes the
-/// usual way: the look-up ([`crate::projects::access_by_credential`]) that
-/// tells which, then [`next`], or the rest of it with the same rolls.
+/// common case one statement ([`NEXT_BY_CREDENTIAL`]), shared under load with
+/// the other calls waiting ([`leaser`]), looks up the caller and the project and
+/// leases the pair, and the call takes no connection from `pool`. Whatever that
+/// statement leaves open (the caller or project not found, not allowed, a
+/// content warning or a session cap to check first, a quality check, nothing
+/// free without waiting) takes the usual way: the look-up
+/// ([`crate::projects::access_by_credential`]) that tells which, then [`next`],
+/// or the rest of it with the same rolls.
 pub async fn next_by_credential(
-    conn: &mut PgConnection,
+    pool: &PgPool,
+    leaser: &Leaser,
     credential: &crate::auth::Credential,
     slug: &str,
 ) -> Result<Option<NextPair>> {
     let rolls = Rolls::draw();
     let (digest, caller) = credential.lookup();
-    let row: Option<NextRow> =
-        match sqlx::query_as(sqlx::AssertSqlSafe(NEXT_BY_CREDENTIAL[caller].as_str()))
-            .bind(rolls.left_is_a)
-            .bind(rolls.gold)
-            .bind(rolls.repeat)
-            .bind(digest)
-            .bind(slug)
-            .fetch_optional(&mut *conn)
-            .await
-        {
-            Ok(row) => row,
-            // The usual way retries it.
-            Err(e) if is_race(&e) => None,
-            Err(e) => return Err(e.into()),
-        };
+    let ask = leaser::Ask {
+        digest,
+        caller,
+        slug: slug.to_owned(),
+        rolls,
+    };
+    let row = leaser.lease(ask).await?;
     let rates = row.as_ref().map(|r| (r.gold_rate, r.repeat_rate));
-    if let Some(row) = row
-        && let Some(pair) = settled(&mut *conn, row, rolls.left_is_a).await?
-    {
-        return Ok(Some(pair));
-    }
-    let access = crate::projects::access_by_credential(&mut *conn, credential, slug)
+    let mut conn = match row {
+        Some(mut row) => {
+            if let Some(pair) = leased(&mut row, rolls.left_is_a) {
+                return Ok(Some(pair));
+            }
+            let mut conn = pool.acquire().await?;
+            if let Some(pair) = settled(&mut conn, row, rolls.left_is_a).await? {
+                return Ok(Some(pair));
+            }
+            conn
+        }
+        None => pool.acquire().await?,
+    };
+    let access = crate::projects::access_by_credential(&mut conn, credential, slug)
         .await?
         .require_label()?;
     if let Some(rates) = rates {
-        match finish(&mut *conn, &access, rates, rolls).await {
+        match finish(&mut conn, &access, rates, rolls).await {
             Err(Error::Internal(e)) if is_retryable(&e) => {}
             other => return other,
         }
     }
-    next(conn, &access).await
+    next(&mut conn, &access).await
 }
 
 /// The first open pair (by priority, then import order) the rater has not been
@@ -424,7 +430,7 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
 /// holds as many leases as they may (the oldest again), or was leased a pair.
 async fn settled(
     conn: &mut PgConnection,
-    row: NextRow,
+    mut row: NextRow,
     left_is_a: bool,
 ) -> Result<Option<NextPair>> {
     if row.paused {
@@ -445,13 +451,25 @@ async fn settled(
             shown(&mut *conn, id, comparison_id, left_is_a, expires_at).await?,
         ));
     }
-    if let (Some(id), Some(expires_at), Some(prompt)) = (row.id, row.expires_at, row.prompt) {
-        let shown = (
-            id, expires_at, prompt, row.a_body, row.a_clip, row.b_body, row.b_clip,
-        );
-        return Ok(Some(present(shown, left_is_a)));
-    }
-    Ok(None)
+    Ok(leased(&mut row, left_is_a))
+}
+
+/// The pair [`NEXT`] leased (taken out of its answer), or None when it leased none.
+fn leased(row: &mut NextRow, left_is_a: bool) -> Option<NextPair> {
+    let (Some(id), Some(expires_at), Some(prompt)) = (row.id, row.expires_at, row.prompt.take())
+    else {
+        return None;
+    };
+    let shown = (
+        id,
+        expires_at,
+        prompt,
+        row.a_body.take(),
+        row.a_clip.take(),
+        row.b_body.take(),
+        row.b_clip.take(),
+    );
+    Some(present(shown, left_is_a))
 }
 
 /// The rest of a `next` whose [`NEXT`] leased nothing, with its `rolls` and the

@@ -210,6 +210,7 @@ async fn serve(global: &GlobalOpts, opts: ServeOpts, with_demo: bool) -> anyhow:
         }),
         models: Default::default(),
         judgments: backflip::labeling::Writer::spawn(db.pool.clone()),
+        leases: backflip::labeling::Leaser::spawn(db.pool.clone()),
     };
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = (opts.workers > 0).then(|| {

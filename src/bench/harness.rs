@@ -58,6 +58,8 @@ pub(crate) struct Harness {
     pub dir: std::path::PathBuf,
     /// The server's judgment writer, for its counts.
     pub judgments: crate::labeling::Writer,
+    /// The server's leaser, for its counts.
+    pub leases: crate::labeling::Leaser,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -75,8 +77,10 @@ impl Harness {
             }),
             models: Default::default(),
             judgments: crate::labeling::Writer::spawn(pool.clone()),
+            leases: crate::labeling::Leaser::spawn(pool.clone()),
         };
         let judgments = state.judgments.clone();
+        let leases = state.leases.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -91,6 +95,7 @@ impl Harness {
             client,
             dir,
             judgments,
+            leases,
             stop,
             server,
         })

@@ -373,9 +373,8 @@ async fn next_pair(
     credential: Credential,
     Path(slug): Path<String>,
 ) -> Result<Response> {
-    let mut conn = state.pool.acquire().await?;
     Ok(
-        match labeling::next_by_credential(&mut conn, &credential, &slug).await? {
+        match labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug).await? {
             Some(pair) => axum::Json(pair).into_response(),
             None => StatusCode::NO_CONTENT.into_response(),
         },

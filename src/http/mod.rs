@@ -40,6 +40,8 @@ pub struct AppState {
     pub models: Arc<crate::reward::ModelCache>,
     /// Writes judgments, many in one statement under load.
     pub judgments: crate::labeling::Writer,
+    /// Leases pairs, many in one statement under load.
+    pub leases: crate::labeling::Leaser,
 }
 
 /// Server settings fixed at start-up.

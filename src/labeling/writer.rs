@@ -9,13 +9,7 @@
 //! what is queued when it is free, so a lone judgment goes at once, and a batch
 //! grows only while the last one is being written.
 //!
-//! Each task writes on a connection of its own, not one taken from the pool:
-//! sqlx tests a pooled connection with a round trip every time it is given back,
-//! which would cost a round trip per batch (for a lone judgment, per judgment).
-//! A connection that fails other than with the database's refusal of the
-//! statement is dropped, and the next batch opens a new one; one that sat idle for over 100 ms is tested
-//! before use (the database may have restarted meanwhile), so the round trip is
-//! paid only when the writer is not busy.
+//! Each task writes on a connection of its own ([`OwnConn`]).
 //!
 //! Nothing is acknowledged before its batch commits: each caller hears back
 //! only then. A batch that fails as a whole (a reused idempotency key, a
@@ -30,11 +24,11 @@ use std::{
     },
 };
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{JUDGMENT_COLUMNS, Judgment, JudgmentInput, canonical, non_blank};
+use super::{JUDGMENT_COLUMNS, Judgment, JudgmentInput, canonical, non_blank, own_conn::OwnConn};
 use crate::error::{Error, Result};
 
 /// The most judgments in one statement.
@@ -62,15 +56,8 @@ struct Job {
     reply: oneshot::Sender<Result<Option<Judgment>>>,
 }
 
-/// How long a writing task waits for a new connection before answering its
-/// batch 503, as long as the pool waits for one.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The writer's connections' `application_name`.
 pub const APPLICATION_NAME: &str = "backflip-writer";
-
-/// A task's connection unused for longer than this is tested before use.
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The handle to the writing tasks (cheap to clone). The tasks end when the
 /// last handle is dropped.
@@ -163,9 +150,7 @@ impl Writer {
 async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut task = Task {
-        pool,
-        conn: None,
-        used: std::time::Instant::now(),
+        conn: OwnConn::new(pool, APPLICATION_NAME),
         counts,
     };
     loop {
@@ -177,46 +162,13 @@ async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<C
         }
         write(&mut task, std::mem::take(&mut jobs)).await;
     }
-    if let Some(conn) = task.conn.take() {
-        let _ = conn.close().await;
-    }
+    task.conn.close().await;
 }
 
-/// A writing task's state: its connection (None until the first batch, and
-/// after one broke), when it was last used, and the writer's counts.
+/// A writing task's state: its connection and the writer's counts.
 struct Task {
-    pool: PgPool,
-    conn: Option<PgConnection>,
-    used: std::time::Instant,
+    conn: OwnConn,
     counts: Arc<Counts>,
-}
-
-impl Task {
-    /// The task's connection, opened (to the pool's database) if it has none or
-    /// if it was idle and fails a test. Connection errors are 503s, as the
-    /// pool's are: see [`crate::error::is_unavailable`].
-    async fn conn(&mut self) -> Result<&mut PgConnection> {
-        if self.used.elapsed() > IDLE_CHECK
-            && let Some(conn) = self.conn.as_mut()
-            && !matches!(
-                tokio::time::timeout(CONNECT_TIMEOUT, conn.ping()).await,
-                Ok(Ok(()))
-            )
-        {
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            // Named, so `pg_stat_activity` tells the writer's connections apart.
-            let options = (*self.pool.connect_options())
-                .clone()
-                .application_name(APPLICATION_NAME);
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
-                .await
-                .map_err(|_| Error::Unavailable)??;
-            self.conn = Some(conn);
-        }
-        Ok(self.conn.as_mut().expect("opened above"))
-    }
 }
 
 /// Write `jobs` and answer each: together when they can be, one by one otherwise.
@@ -367,7 +319,7 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
         )
     });
     let counts = task.counts.clone();
-    let conn = task.conn().await?;
+    let conn = task.conn.get().await?;
     counts.statements.fetch_add(1, Relaxed);
     counts.largest.fetch_max(pending.len(), Relaxed);
     // Durable before any caller hears of it: the statement's commit waits for the
@@ -390,23 +342,16 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
             .bind(column(pending, |p| p.token_hash.as_deref()))
             .fetch_all(&mut *conn)
             .await;
-    // Idle from now: a batch that ran long is no reason to test the connection.
-    task.used = std::time::Instant::now();
-    let stored = result.map_err(|e| {
-        // Anything but the database's refusal of the statement may have left
-        // the connection unusable (the database gone or shutting down, a
-        // broken protocol state): open a new one.
-        if !matches!(e, sqlx::Error::Database(_)) || crate::error::is_unavailable(&e) {
-            task.conn = None;
-        }
-        match e.as_database_error().and_then(|d| d.constraint()) {
+    task.conn.used(&result);
+    let stored = result.map_err(
+        |e| match e.as_database_error().and_then(|d| d.constraint()) {
             Some("judgments_idempotency_idx") => Error::Conflict {
                 code: "idempotency_key_reused",
                 message: "this Idempotency-Key was already used for another assignment".into(),
             },
             _ => e.into(),
-        }
-    })?;
+        },
+    )?;
     counts.judgments.fetch_add(stored.len() as u64, Relaxed);
     Ok(stored)
 }

@@ -58,6 +58,7 @@ pub async fn label_all(
         }),
         models: Default::default(),
         judgments: crate::labeling::Writer::spawn(pool.clone()),
+        leases: crate::labeling::Leaser::spawn(pool.clone()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/api/v1", listener.local_addr()?);

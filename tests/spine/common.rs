@@ -123,6 +123,7 @@ pub fn app_on(pool: PgPool, url: String) -> TestApp {
         }),
         models: Default::default(),
         judgments: backflip::labeling::Writer::spawn(pool.clone()),
+        leases: backflip::labeling::Leaser::spawn(pool.clone()),
     };
     TestApp {
         router: backflip::http::router(state.clone()),

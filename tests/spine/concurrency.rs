@@ -493,30 +493,76 @@ async fn a_writer_connection_ended_by_the_database_gives_503_and_is_reopened() {
         let res = send(&app, a).await.unwrap();
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     }
-    let ended = app
-        .count(
-            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
-             where datname = current_database() and application_name = 'backflip-writer') t",
-        )
-        .await;
-    assert_eq!(ended, 2, "the writer's connections are named");
+    assert_eq!(
+        end_connections(&app, "backflip-writer").await,
+        2,
+        "the writer's connections are named"
+    );
     // Each task finds its own connection gone, by a 503 (or, idle long enough, by
     // the test before use, reopening it first): so at most one 503 per task, and
     // a retry is stored once the task that takes it has a new connection.
     let mut unavailable = 0;
     for a in &answers[2..] {
-        loop {
-            let res = send(&app, a).await.unwrap();
-            if res.status != StatusCode::SERVICE_UNAVAILABLE {
-                assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
-                break;
-            }
-            assert_eq!(res.code(), "unavailable");
-            unavailable += 1;
-            assert!(unavailable <= 2, "a task answered 503 twice: not reopened");
-        }
+        let res =
+            past_ended_connections(&mut unavailable, async || send(&app, a).await.unwrap()).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     }
     assert_eq!(app.count("select count(*) from judgments").await, 4);
+}
+
+/// The same for the leaser's connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leaser_connection_ended_by_the_database_gives_503_and_is_reopened() {
+    let app = Arc::new(app().await);
+    // Two calls in turn open both leasing tasks' connections.
+    let (tokens, _) = leased(&app, "lterm", json!({"overlap": 1}), 4, 2).await;
+    assert_eq!(
+        end_connections(&app, "backflip-leaser").await,
+        2,
+        "the leaser's connections are named"
+    );
+    let mut unavailable = 0;
+    for token in &tokens {
+        let res = past_ended_connections(&mut unavailable, async || {
+            app.get("/api/v1/projects/lterm/next", token).await
+        })
+        .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    }
+    assert_eq!(
+        app.count("select count(*) from assignments where state = 'leased'")
+            .await,
+        4
+    );
+}
+
+/// End the test database's connections named `name`; how many there were.
+async fn end_connections(app: &TestApp, name: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and application_name = $1) t",
+    )
+    .bind(name)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// `call`'s first answer other than 503, counting the 503s in `unavailable`:
+/// one per task whose connection was ended, two in all at most.
+async fn past_ended_connections(
+    unavailable: &mut usize,
+    mut call: impl AsyncFnMut() -> crate::common::Res,
+) -> crate::common::Res {
+    loop {
+        let res = call().await;
+        if res.status != StatusCode::SERVICE_UNAVAILABLE {
+            return res;
+        }
+        assert_eq!(res.code(), "unavailable");
+        *unavailable += 1;
+        assert!(*unavailable <= 2, "a task answered 503 twice: not reopened");
+    }
 }
 
 /// A connection the server ends says FATAL 57P01 ("terminating connection due
@@ -534,4 +580,128 @@ async fn a_connection_ended_by_the_server_is_unavailable_not_an_internal_error()
         backflip::error::Error::from(e),
         backflip::error::Error::Unavailable
     ));
+}
+
+/// `next` calls that wait while the leasing tasks are busy are answered by one
+/// statement, which gives each rater a pair they have not been given, keeps
+/// every pair within its overlap, and counts the leases it makes; callers it
+/// cannot serve are answered as on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
+    let app = Arc::new(app().await);
+    let lead = app.project("lb", json!({"overlap": 2})).await;
+    app.import_text_pairs("lb", &lead, 6).await;
+    let tokens = raters(&app, "lb", &lead, 9).await;
+    // The first rater has judged the first pair, which keeps a slot for someone else.
+    let judged = app
+        .judge_next("lb", &tokens[0], json!({"choice": "left"}))
+        .await;
+    assert_eq!(judged.status, StatusCode::CREATED, "{}", judged.text());
+    let first_pair = judged.json()["comparison_id"].as_str().unwrap().to_owned();
+    let other_lead = app.project("lb-other", json!({})).await;
+    app.import_text_pairs("lb-other", &other_lead, 2).await;
+    let browser = crate::pages::Browser::login(&app, "rater8", "password123").await;
+
+    // Each leasing task waits behind a lock on the projects table with a call
+    // of another project's; meanwhile the calls to answer queue, in order.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("lock table projects in access exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let before = app.state.leases.stats();
+    let get = |token: String, app: Arc<TestApp>| {
+        tokio::spawn(async move { app.get("/api/v1/projects/lb-other/next", &token).await })
+    };
+    let mut blockers = Vec::new();
+    for i in 0..2 {
+        blockers.push(get(other_lead.clone(), app.clone()));
+        until("a leasing task to wait for the lock", async || {
+            lock_waiters(&app).await == i + 1
+        })
+        .await;
+    }
+    // Eight raters by token, the ninth by session, a stranger, and a lead of
+    // another project (not a member here).
+    let mut callers: Vec<Option<String>> = tokens[..8].iter().cloned().map(Some).collect();
+    callers.extend([None, Some("bf_nobody".into()), Some(other_lead.clone())]);
+    let mut calls = Vec::new();
+    let leaser = app.state.leases.clone();
+    for (i, caller) in callers.into_iter().enumerate() {
+        let (app, browser) = (app.clone(), browser.clone());
+        calls.push(tokio::spawn(async move {
+            match caller {
+                Some(token) => app.get("/api/v1/projects/lb/next", &token).await,
+                None => browser.get(&app, "/api/v1/projects/lb/next").await,
+            }
+        }));
+        until("the call to queue", async || leaser.stats().queued == i + 1).await;
+    }
+    lock.commit().await.unwrap();
+    for b in blockers {
+        assert_eq!(b.await.unwrap().status, StatusCode::OK);
+    }
+    let mut responses = Vec::new();
+    for c in calls {
+        responses.push(c.await.unwrap());
+    }
+    let after = app.state.leases.stats().since(before);
+    assert_eq!(
+        (after.statements, after.calls, after.largest),
+        (3, 13, 11),
+        "two calls on their own, then the eleven that waited in one statement"
+    );
+    for r in &responses[..9] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(responses[9].status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        responses[10].status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        responses[10].text()
+    );
+
+    // Nine leases: the first rater's is not the pair they judged, which went to
+    // someone else; no pair beyond its overlap, and the counts match the rows.
+    let first: String = sqlx::query_scalar(
+        "select a.comparison_id::text from assignments a join projects p on p.id = a.project_id
+         where p.slug = 'lb' and a.state = 'leased' and a.rater_id = (select user_id from api_tokens
+               where token_hash = $1)",
+    )
+    .bind(backflip::auth::digest(&tokens[0]))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_ne!(first, first_pair);
+    let mismatched = app
+        .count(
+            "select count(*) from comparisons c join projects p on p.id = c.project_id
+             where p.slug = 'lb' and (c.judged_count + c.leased_count > 2
+                or c.leased_count <> (select count(*) from assignments a
+                                      where a.comparison_id = c.id and a.state = 'leased')
+                or c.judged_count <> (select count(*) from assignments a
+                                      where a.comparison_id = c.id and a.state = 'judged'))",
+        )
+        .await;
+    assert_eq!(mismatched, 0);
+    assert_eq!(
+        app.count(
+            "select count(*) from assignments a join projects p on p.id = a.project_id
+             where p.slug = 'lb' and a.state = 'leased'"
+        )
+        .await,
+        9
+    );
+    let taken: i64 = sqlx::query_scalar(
+        "select count(*) from assignments where comparison_id::text = $1 and state <> 'expired'",
+    )
+    .bind(&first_pair)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        taken, 2,
+        "the judged pair's free slot went to another rater"
+    );
 }

@@ -9,8 +9,9 @@ use serde_json::json;
 
 use crate::common::{Res, TestApp, app};
 
-/// A logged-in browser: its session cookie and the CSRF token its pages carry.
-/// A logged-in browser session (cookie and CSRF token); other modules' page checks use it.
+/// A logged-in browser: its session cookie and the CSRF token its pages carry
+/// (other modules' checks use it too).
+#[derive(Clone)]
 pub(crate) struct Browser {
     cookie: String,
     pub(crate) csrf: String,
