@@ -370,7 +370,9 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              from turns t join e on e.n = t.n
              where t.pick in (select id from picked)
              returning id, comparison_id, rater_id, expires_at),
-         shown as (
+         -- materialized: read into the final join once, where inlined it would
+         -- be joined again for every caller (the row estimates are of one caller)
+         shown as materialized (
              select e.ord, a.id, a.expires_at, p.prompt, ra.body as a_body,
                     ra.clip_sha256 as a_clip, rb.body as b_body, rb.clip_sha256 as b_clip
              from assigned a
