@@ -72,6 +72,7 @@ pub struct Leaser {
 struct Counts {
     statements: AtomicU64,
     calls: AtomicU64,
+    leased: AtomicU64,
     largest: AtomicUsize,
 }
 
@@ -82,6 +83,8 @@ pub struct LeaserStats {
     pub statements: u64,
     /// Calls those statements answered.
     pub calls: u64,
+    /// Calls they leased a pair to (the rest went the usual way, or were refused).
+    pub leased: u64,
     /// The most calls one statement was given.
     pub largest: usize,
     /// Calls waiting for a leasing task now.
@@ -94,6 +97,7 @@ impl LeaserStats {
         LeaserStats {
             statements: self.statements - earlier.statements,
             calls: self.calls - earlier.calls,
+            leased: self.leased - earlier.leased,
             ..self
         }
     }
@@ -121,6 +125,7 @@ impl Leaser {
         LeaserStats {
             statements: self.counts.statements.load(Relaxed),
             calls: self.counts.calls.load(Relaxed),
+            leased: self.counts.leased.load(Relaxed),
             largest: self.counts.largest.load(Relaxed),
             queued: self.jobs.max_capacity() - self.jobs.capacity(),
         }
@@ -219,7 +224,12 @@ async fn one(conn: &mut OwnConn, counts: &Counts, ask: &Ask) -> Result<Option<Ne
     conn.used(&result);
     match result {
         Err(e) if super::is_race(&e) => Ok(None),
-        other => Ok(other?),
+        other => {
+            let row: Option<NextRow> = other?;
+            let leased = row.as_ref().is_some_and(|r| r.id.is_some());
+            counts.leased.fetch_add(u64::from(leased), Relaxed);
+            Ok(row)
+        }
     }
 }
 
@@ -253,7 +263,10 @@ async fn many(
             .fetch_all(&mut *db)
             .await;
     conn.used(&result);
-    Ok(result?.into_iter().map(|r| (r.ord, r.row)).collect())
+    let rows = result?;
+    let leased = rows.iter().filter(|r| r.row.id.is_some()).count();
+    counts.leased.fetch_add(leased as u64, Relaxed);
+    Ok(rows.into_iter().map(|r| (r.ord, r.row)).collect())
 }
 
 /// [`super::NEXT_BY_CREDENTIAL`] for many calls: `$1`–`$6` are the calls'
@@ -340,23 +353,23 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  for update of c skip locked) x),
          -- the callers' turns: each takes the first pair of the pool with a
          -- slot left after the turns before that they have not been given
-         -- (`offset 0`: see `PICK_OPEN_PAIR`); the scan stops there, as the pool
-         -- keeps the order its rows were read in (no sort is asked for, so the
-         -- history is probed for those pairs only)
+         -- (`offset 0`: see `PICK_OPEN_PAIR`). The scan stops at the pair it
+         -- takes, as the pool is read in the order it was made (no sort is
+         -- asked for, so the history is probed for those pairs only).
          turns (n, taken, pick) as (
              select 0::bigint, array[]::uuid[], null::uuid
              union all
-             select e.n, t.taken || x.pick, x.pick
+             select e.n, t.taken || x.id, x.id
              from turns t join e on e.n = t.n + 1
-             cross join lateral (
-                 select (select p.id from pool p
-                         where p.project_id = e.project_id
-                           and p.free > cardinality(array_positions(t.taken, p.id))
-                           and not exists (select 1 from assignments a
-                                           where a.comparison_id = p.id and a.rater_id = e.user_id
-                                             and a.state <> 'expired' and a.kind <> 'repeat'
-                                           offset 0)
-                         limit 1) as pick) x),
+             left join lateral (
+                 select p.id from pool p
+                 where p.project_id = e.project_id
+                   and p.free > cardinality(array_positions(t.taken, p.id))
+                   and not exists (select 1 from assignments a
+                                   where a.comparison_id = p.id and a.rater_id = e.user_id
+                                     and a.state <> 'expired' and a.kind <> 'repeat'
+                                   offset 0)
+                 limit 1) x on true),
          picked as (
              update comparisons c set leased_count = c.leased_count + t.k
              from (select pick, count(*) as k from turns where pick is not null group by pick) t

@@ -600,6 +600,7 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let first_pair = judged.json()["comparison_id"].as_str().unwrap().to_owned();
     let other_lead = app.project("lb-other", json!({})).await;
     app.import_text_pairs("lb-other", &other_lead, 2).await;
+    let other_rater = app.annotator("lb-other", &other_lead, "other-rater").await;
     let browser = crate::pages::Browser::login(&app, "rater8", "password123").await;
 
     // Each leasing task waits behind a lock on the projects table with a call
@@ -621,18 +622,27 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         })
         .await;
     }
-    // Eight raters by token, the ninth by session, a stranger, and a lead of
-    // another project (not a member here).
-    let mut callers: Vec<Option<String>> = tokens[..8].iter().cloned().map(Some).collect();
-    callers.extend([None, Some("bf_nobody".into()), Some(other_lead.clone())]);
+    // Eight raters by token, the ninth by session, a stranger, a lead of
+    // another project (not a member here), and a rater of that other project.
+    let mut callers: Vec<(Option<String>, &str)> = tokens[..8]
+        .iter()
+        .map(|t| (Some(t.clone()), "lb"))
+        .collect();
+    callers.extend([
+        (None, "lb"),
+        (Some("bf_nobody".into()), "lb"),
+        (Some(other_lead.clone()), "lb"),
+        (Some(other_rater.clone()), "lb-other"),
+    ]);
     let mut calls = Vec::new();
     let leaser = app.state.leases.clone();
-    for (i, caller) in callers.into_iter().enumerate() {
+    for (i, (caller, slug)) in callers.into_iter().enumerate() {
         let (app, browser) = (app.clone(), browser.clone());
+        let uri = format!("/api/v1/projects/{slug}/next");
         calls.push(tokio::spawn(async move {
             match caller {
-                Some(token) => app.get("/api/v1/projects/lb/next", &token).await,
-                None => browser.get(&app, "/api/v1/projects/lb/next").await,
+                Some(token) => app.get(&uri, &token).await,
+                None => browser.get(&app, &uri).await,
             }
         }));
         until("the call to queue", async || leaser.stats().queued == i + 1).await;
@@ -647,9 +657,10 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     }
     let after = app.state.leases.stats().since(before);
     assert_eq!(
-        (after.statements, after.calls, after.largest),
-        (3, 13, 11),
-        "two calls on their own, then the eleven that waited in one statement"
+        (after.statements, after.calls, after.largest, after.leased),
+        (3, 14, 12, 12),
+        "two calls on their own, then the twelve that waited in one statement, which \
+         leased a pair to each of the ten who may have one"
     );
     for r in &responses[..9] {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -660,6 +671,21 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         StatusCode::NOT_FOUND,
         "{}",
         responses[10].text()
+    );
+    // The other project's rater has a pair too (the blockers hold a lease on each).
+    assert_eq!(
+        responses[11].status,
+        StatusCode::OK,
+        "{}",
+        responses[11].text()
+    );
+    assert_eq!(
+        app.count(
+            "select count(*) from assignments a join projects p on p.id = a.project_id
+             where p.slug = 'lb-other' and a.state = 'leased'"
+        )
+        .await,
+        3
     );
 
     // Nine leases: the first rater's is not the pair they judged, which went to
