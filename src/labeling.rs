@@ -16,11 +16,12 @@
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
 //! next`): a regular `next` is one statement (look up the caller and the
 //! project, reap, the rater's leases, pick, take a slot, lease, read the pair:
-//! [`next_by_credential`]); a judgment is one statement (look up a bearer token, judge the lease,
-//! write the judgment, count it, queue the jobs it calls for), each its own
-//! transaction. Under load the judgments waiting at one moment share that
-//! statement ([`writer`]). The uncommon answers (a quality check, a refusal)
-//! take a few more.
+//! [`next_by_credential`]); a judgment is one statement (look up a bearer
+//! token, judge the lease, write the judgment, count it, queue the jobs it
+//! calls for), each its own transaction. Under load the calls waiting at one
+//! moment share one statement: the judgments ([`writer`]), and the `next`
+//! calls ([`leaser`]). The uncommon answers (a quality check, a refusal) take a
+//! few more.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
