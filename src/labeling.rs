@@ -36,6 +36,7 @@ use crate::{
     projects::Access,
 };
 
+mod batched;
 pub mod leaser;
 mod own_conn;
 pub mod writer;

@@ -4,11 +4,10 @@
 //! load much of PostgreSQL's work on it is the statement's own cost, not the
 //! rows': start the executor, lock the tables and indexes it reads, commit
 //! (docs/benchmarks.md, "Leases many at a time"). A
-//! [`Leaser`] is a task that takes the `next` calls waiting for it and answers
-//! them all with one statement ([`NEXT_MANY`]), as the judgment
-//! [`super::Writer`] does for judgments. It never waits to fill a batch: a lone
-//! call goes at once, on its own statement, and a batch grows only while the
-//! last one runs.
+//! [`Leaser`] takes the `next` calls waiting and answers them all with one
+//! statement ([`NEXT_MANY`]), by the machinery the judgment [`super::Writer`]
+//! uses ([`super::batched`]): a lone call goes at once, on its own statement,
+//! and a batch grows only while the last one runs.
 //!
 //! The statement does for each caller what the single one does: look up the
 //! caller and the project, reap the project's expired leases, read the quality
@@ -25,23 +24,17 @@
 //! single statement. A batch that fails as a whole (a rater's own requests
 //! racing each other for one pair) is run again one call at a time.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use futures::future::BoxFuture;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{LAX_COMMIT, MAX_LIVE_LEASES, NEXT_BY_CREDENTIAL, NextRow, Rolls, own_conn::OwnConn};
-use crate::error::{Error, Result};
-
-/// The most calls in one statement.
-pub const MAX_BATCH: usize = 64;
-
-/// Tasks leasing side by side: while one runs its statement, the next gathers
-/// what arrives meanwhile.
-const TASKS: usize = 2;
+use super::{
+    LAX_COMMIT, MAX_LIVE_LEASES, NEXT_BY_CREDENTIAL, NextRow, Rolls,
+    batched::{Batch, Queue, column},
+    own_conn::OwnConn,
+};
+use crate::error::Result;
 
 /// The leasing connections' `application_name`.
 pub const APPLICATION_NAME: &str = "backflip-leaser";
@@ -55,21 +48,16 @@ pub(super) struct Ask {
     pub rolls: Rolls,
 }
 
-struct Job {
-    ask: Ask,
-    reply: oneshot::Sender<Result<Option<NextRow>>>,
-}
-
 /// The handle to the leasing tasks (cheap to clone). The tasks end when the
 /// last handle is dropped.
 #[derive(Clone)]
 pub struct Leaser {
-    jobs: mpsc::Sender<Job>,
-    counts: Arc<Counts>,
+    queue: Queue<Leasing>,
 }
 
+/// `next` calls as a [`Batch`]; what the leaser has done since it started.
 #[derive(Debug, Default)]
-struct Counts {
+struct Leasing {
     statements: AtomicU64,
     calls: AtomicU64,
     leased: AtomicU64,
@@ -112,22 +100,19 @@ impl Leaser {
     /// Start the leasing tasks on the current Tokio runtime, on connections to
     /// `pool`'s database.
     pub fn spawn(pool: PgPool) -> Leaser {
-        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        let queue = Arc::new(Mutex::new(queue));
-        let counts = Arc::new(Counts::default());
-        for _ in 0..TASKS {
-            tokio::spawn(run(pool.clone(), queue.clone(), counts.clone()));
+        Leaser {
+            queue: Queue::spawn(pool, Leasing::default()),
         }
-        Leaser { jobs, counts }
     }
 
     pub fn stats(&self) -> LeaserStats {
+        let counts = self.queue.batch();
         LeaserStats {
-            statements: self.counts.statements.load(Relaxed),
-            calls: self.counts.calls.load(Relaxed),
-            leased: self.counts.leased.load(Relaxed),
-            largest: self.counts.largest.load(Relaxed),
-            queued: self.jobs.max_capacity() - self.jobs.capacity(),
+            statements: counts.statements.load(Relaxed),
+            calls: counts.calls.load(Relaxed),
+            leased: counts.leased.load(Relaxed),
+            largest: counts.largest.load(Relaxed),
+            queued: self.queue.queued(),
         }
     }
 
@@ -135,81 +120,43 @@ impl Leaser {
     /// else is waiting): None when the caller or project was not found or may
     /// not label there as is, or the statement lost a race.
     pub(super) async fn lease(&self, ask: Ask) -> Result<Option<NextRow>> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || Error::Internal(anyhow::anyhow!("the leaser has stopped"));
-        self.jobs
-            .send(Job { ask, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.queue.call(ask).await
     }
 }
 
-/// One leasing task: take what is queued (waiting only for the first), answer it.
-async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let mut conn = OwnConn::new(pool, APPLICATION_NAME);
-    loop {
-        {
-            let mut queue = queue.lock().await;
-            if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-                break;
-            }
-        }
-        lease_all(&mut conn, &counts, std::mem::take(&mut jobs)).await;
-    }
-    conn.close().await;
-}
+impl Batch for Leasing {
+    type Input = Ask;
+    type Output = Option<NextRow>;
+    /// A caller's second call in a batch goes after it, on its own: its leases
+    /// so far decide what it may have.
+    type Key = (Vec<u8>, usize);
+    const NAME: &'static str = APPLICATION_NAME;
+    const WHAT: &'static str = "leaser";
 
-/// Answer `jobs`: together when they can be, one by one otherwise.
-async fn lease_all(conn: &mut OwnConn, counts: &Counts, jobs: Vec<Job>) {
-    // A caller's second call in the batch goes after it, on its own: its
-    // leases so far decide what it may have.
-    let mut seen = std::collections::HashSet::with_capacity(jobs.len());
-    let (batch, again): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .partition(|j| seen.insert((j.ask.digest.clone(), j.ask.caller)));
-    if batch.len() > 1 {
-        let asks: Vec<&Ask> = batch.iter().map(|j| &j.ask).collect();
-        match many(conn, counts, &asks).await {
-            Ok(mut rows) => {
-                for (ord, job) in batch.into_iter().enumerate() {
-                    let _ = job.reply.send(Ok(rows.remove(&(ord as i64 + 1))));
-                }
-            }
-            Err(Error::Unavailable) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(Error::Unavailable));
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, size = batch.len(), "lease batch failed; leasing one by one");
-                alone(conn, counts, batch).await;
-            }
-        }
-    } else {
-        alone(conn, counts, batch).await;
+    fn key(ask: &Ask) -> (Vec<u8>, usize) {
+        (ask.digest.clone(), ask.caller)
     }
-    alone(conn, counts, again).await;
-}
 
-/// Each job in a statement of its own; once the database is out of reach, the
-/// rest are answered so at once.
-async fn alone(conn: &mut OwnConn, counts: &Counts, jobs: Vec<Job>) {
-    let mut reachable = true;
-    for job in jobs {
-        let result = match reachable {
-            true => one(conn, counts, &job.ask).await,
-            false => Err(Error::Unavailable),
-        };
-        reachable = !matches!(result, Err(Error::Unavailable));
-        let _ = job.reply.send(result);
+    fn many<'a>(
+        &'a self,
+        conn: &'a mut OwnConn,
+        asks: &'a [&'a Ask],
+    ) -> BoxFuture<'a, Result<Vec<Option<NextRow>>>> {
+        Box::pin(many(self, conn, asks))
+    }
+
+    fn one<'a>(
+        &'a self,
+        conn: &'a mut OwnConn,
+        ask: &'a Ask,
+    ) -> BoxFuture<'a, Result<Option<NextRow>>> {
+        Box::pin(one(self, conn, ask))
     }
 }
 
 /// One call's [`super::NEXT_BY_CREDENTIAL`]. A race the database resolved by
 /// refusing it is None: the usual way retries it.
-async fn one(conn: &mut OwnConn, counts: &Counts, ask: &Ask) -> Result<Option<NextRow>> {
+async fn one(counts: &Leasing, conn: &mut OwnConn, ask: &Ask) -> Result<Option<NextRow>> {
     let db = conn.get().await?;
     counts.statements.fetch_add(1, Relaxed);
     counts.calls.fetch_add(1, Relaxed);
@@ -241,32 +188,32 @@ struct ManyRow {
     row: NextRow,
 }
 
-/// The calls in one statement: each one's answer by its place in `asks` (from
-/// 1); a call missing from the map was not found or may not label there as is.
-async fn many(
-    conn: &mut OwnConn,
-    counts: &Counts,
-    asks: &[&Ask],
-) -> Result<std::collections::HashMap<i64, NextRow>> {
+/// The calls in one statement, each one's answer in their order: None for a
+/// call that was not found or may not label there as is.
+async fn many(counts: &Leasing, conn: &mut OwnConn, asks: &[&Ask]) -> Result<Vec<Option<NextRow>>> {
     let db = conn.get().await?;
     counts.statements.fetch_add(1, Relaxed);
     counts.calls.fetch_add(asks.len() as u64, Relaxed);
     counts.largest.fetch_max(asks.len(), Relaxed);
     let result: std::result::Result<Vec<ManyRow>, sqlx::Error> =
         sqlx::query_as(sqlx::AssertSqlSafe(NEXT_MANY.as_str()))
-            .bind(asks.iter().map(|a| a.digest.as_slice()).collect::<Vec<_>>())
-            .bind(asks.iter().map(|a| a.caller as i32).collect::<Vec<_>>())
-            .bind(asks.iter().map(|a| a.slug.as_str()).collect::<Vec<_>>())
-            .bind(asks.iter().map(|a| a.rolls.left_is_a).collect::<Vec<_>>())
-            .bind(asks.iter().map(|a| a.rolls.gold).collect::<Vec<_>>())
-            .bind(asks.iter().map(|a| a.rolls.repeat).collect::<Vec<_>>())
+            .bind(column(asks, |a| a.digest.as_slice()))
+            .bind(column(asks, |a| a.caller as i32))
+            .bind(column(asks, |a| a.slug.as_str()))
+            .bind(column(asks, |a| a.rolls.left_is_a))
+            .bind(column(asks, |a| a.rolls.gold))
+            .bind(column(asks, |a| a.rolls.repeat))
             .fetch_all(&mut *db)
             .await;
     conn.used(&result);
-    let rows = result?;
-    let leased = rows.iter().filter(|r| r.row.id.is_some()).count();
-    counts.leased.fetch_add(leased as u64, Relaxed);
-    Ok(rows.into_iter().map(|r| (r.ord, r.row)).collect())
+    let mut answers: Vec<Option<NextRow>> = asks.iter().map(|_| None).collect();
+    for r in result? {
+        if r.row.id.is_some() {
+            counts.leased.fetch_add(1, Relaxed);
+        }
+        answers[(r.ord - 1) as usize] = Some(r.row);
+    }
+    Ok(answers)
 }
 
 /// [`super::NEXT_BY_CREDENTIAL`] for many calls: `$1`–`$6` are the calls'

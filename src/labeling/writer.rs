@@ -5,11 +5,9 @@
 //! the executor and its triggers, check the locks, commit and flush the WAL
 //! (docs/benchmarks.md, "One statement per call"). A [`Writer`] is a task that
 //! takes the judgments waiting for it and writes them all in one statement: one
-//! start-up and one commit for the lot. It never waits to fill a batch: it takes
-//! what is queued when it is free, so a lone judgment goes at once, and a batch
-//! grows only while the last one is being written.
-//!
-//! Each task writes on a connection of its own ([`OwnConn`]).
+//! start-up and one commit for the lot, by the machinery it shares with the
+//! leaser ([`super::batched`]: a lone judgment goes at once, a batch grows only
+//! while the last one is being written, each task on a connection of its own).
 //!
 //! Nothing is acknowledged before its batch commits: each caller hears back
 //! only then. A batch that fails as a whole (a reused idempotency key, a
@@ -18,25 +16,22 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-    },
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
 };
 
+use futures::future::BoxFuture;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{JUDGMENT_COLUMNS, Judgment, JudgmentInput, canonical, non_blank, own_conn::OwnConn};
+use super::{
+    JUDGMENT_COLUMNS, Judgment, JudgmentInput,
+    batched::{Batch, Queue, column},
+    canonical, non_blank,
+    own_conn::OwnConn,
+};
 use crate::error::{Error, Result};
 
-/// The most judgments in one statement.
-pub const MAX_BATCH: usize = 64;
-
-/// Tasks writing batches side by side: while one waits for its commit, the next
-/// gathers what arrives meanwhile.
-const TASKS: usize = 2;
+pub use super::batched::MAX_BATCH;
 
 /// A judgment to store: the rater's live lease `assignment_id`, answered.
 #[derive(Clone)]
@@ -51,11 +46,6 @@ pub(super) struct Pending {
     pub idempotency_key: Option<String>,
 }
 
-struct Job {
-    pending: Pending,
-    reply: oneshot::Sender<Result<Option<Judgment>>>,
-}
-
 /// The writer's connections' `application_name`.
 pub const APPLICATION_NAME: &str = "backflip-writer";
 
@@ -64,13 +54,12 @@ pub const APPLICATION_NAME: &str = "backflip-writer";
 #[derive(Clone)]
 pub struct Writer {
     pool: PgPool,
-    jobs: mpsc::Sender<Job>,
-    counts: Arc<Counts>,
+    queue: Queue<Judging>,
 }
 
-/// What the writer has done since it started.
+/// Judgments as a [`Batch`]; what the writer has done since it started.
 #[derive(Debug, Default)]
-struct Counts {
+struct Judging {
     statements: AtomicU64,
     judgments: AtomicU64,
     largest: AtomicUsize,
@@ -108,21 +97,17 @@ impl WriterStats {
 impl Writer {
     /// Start the writing tasks on the current Tokio runtime.
     pub fn spawn(pool: PgPool) -> Writer {
-        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        let queue = Arc::new(Mutex::new(queue));
-        let counts = Arc::new(Counts::default());
-        for _ in 0..TASKS {
-            tokio::spawn(run(pool.clone(), queue.clone(), counts.clone()));
-        }
-        Writer { pool, jobs, counts }
+        let queue = Queue::spawn(pool.clone(), Judging::default());
+        Writer { pool, queue }
     }
 
     pub fn stats(&self) -> WriterStats {
+        let counts = self.queue.batch();
         WriterStats {
-            statements: self.counts.statements.load(Relaxed),
-            judgments: self.counts.judgments.load(Relaxed),
-            largest: self.counts.largest.load(Relaxed),
-            queued: self.jobs.max_capacity() - self.jobs.capacity(),
+            statements: counts.statements.load(Relaxed),
+            judgments: counts.judgments.load(Relaxed),
+            largest: counts.largest.load(Relaxed),
+            queued: self.queue.queued(),
         }
     }
 
@@ -136,91 +121,47 @@ impl Writer {
     /// once committed, or None when the assignment is not the rater's live lease or
     /// the answer does not fit the project.
     pub(super) async fn store(&self, pending: Pending) -> Result<Option<Judgment>> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || Error::Internal(anyhow::anyhow!("the judgment writer has stopped"));
-        self.jobs
-            .send(Job { pending, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.queue.call(pending).await
     }
 }
 
-/// One writing task: take what is queued (waiting only for the first), write it.
-async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let mut task = Task {
-        conn: OwnConn::new(pool, APPLICATION_NAME),
-        counts,
-    };
-    loop {
-        {
-            let mut queue = queue.lock().await;
-            if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-                break;
-            }
-        }
-        write(&mut task, std::mem::take(&mut jobs)).await;
+impl Batch for Judging {
+    type Input = Pending;
+    type Output = Option<Judgment>;
+    /// A second judgment of one assignment in the same batch waits for the first
+    /// to commit, then is refused or replayed on its own, as it would have been.
+    type Key = Uuid;
+    const NAME: &'static str = APPLICATION_NAME;
+    const WHAT: &'static str = "judgment writer";
+
+    fn key(pending: &Pending) -> Uuid {
+        pending.assignment_id
     }
-    task.conn.close().await;
-}
 
-/// A writing task's state: its connection and the writer's counts.
-struct Task {
-    conn: OwnConn,
-    counts: Arc<Counts>,
-}
-
-/// Write `jobs` and answer each: together when they can be, one by one otherwise.
-async fn write(task: &mut Task, jobs: Vec<Job>) {
-    // A second judgment of one assignment in the same batch waits for the first
-    // to commit, then is refused or replayed on its own, as it would have been.
-    let mut seen = std::collections::HashSet::with_capacity(jobs.len());
-    let (batch, again): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .partition(|j| seen.insert(j.pending.assignment_id));
-    if batch.len() == 1 {
-        alone(task, batch).await;
-    } else {
-        let pending: Vec<&Pending> = batch.iter().map(|j| &j.pending).collect();
-        match store(task, &pending).await {
-            Ok(stored) => {
-                let mut by_assignment: HashMap<Uuid, Judgment> =
-                    stored.into_iter().map(|j| (j.assignment_id, j)).collect();
-                for job in batch {
-                    let judgment = by_assignment.remove(&job.pending.assignment_id);
-                    let _ = job.reply.send(Ok(judgment));
-                }
-            }
-            // The database is out of reach: so it is for every one of them (a 503
-            // each now, rather than one pool timeout after another).
-            Err(Error::Unavailable) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(Error::Unavailable));
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, size = batch.len(), "judgment batch failed; writing one by one");
-                alone(task, batch).await;
-            }
-        }
+    fn many<'a>(
+        &'a self,
+        conn: &'a mut OwnConn,
+        pending: &'a [&'a Pending],
+    ) -> BoxFuture<'a, Result<Vec<Option<Judgment>>>> {
+        Box::pin(async move {
+            let mut by_assignment: HashMap<Uuid, Judgment> = store(self, conn, pending)
+                .await?
+                .into_iter()
+                .map(|j| (j.assignment_id, j))
+                .collect();
+            Ok(pending
+                .iter()
+                .map(|p| by_assignment.remove(&p.assignment_id))
+                .collect())
+        })
     }
-    alone(task, again).await;
-}
 
-/// Each job in a statement of its own, answered with that statement's outcome;
-/// once the database is out of reach, the rest are answered so at once.
-async fn alone(task: &mut Task, jobs: Vec<Job>) {
-    let mut reachable = true;
-    for job in jobs {
-        let result = match reachable {
-            true => store(task, &[&job.pending])
-                .await
-                .map(|stored| stored.into_iter().next()),
-            false => Err(Error::Unavailable),
-        };
-        reachable = !matches!(result, Err(Error::Unavailable));
-        let _ = job.reply.send(result);
+    fn one<'a>(
+        &'a self,
+        conn: &'a mut OwnConn,
+        pending: &'a Pending,
+    ) -> BoxFuture<'a, Result<Option<Judgment>>> {
+        Box::pin(async move { Ok(store(self, conn, &[pending]).await?.into_iter().next()) })
     }
 }
 
@@ -235,7 +176,11 @@ async fn alone(task: &mut Task, jobs: Vec<Job>) {
 /// are counted, so two batches sharing pairs cannot deadlock on them. Every
 /// sub-statement sees the snapshot taken before the batch, so the training and
 /// quality checks add each project's judgments in the batch to what they count.
-async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
+async fn store(
+    counts: &Judging,
+    conn: &mut OwnConn,
+    pending: &[&Pending],
+) -> Result<Vec<Judgment>> {
     static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "with i as (
@@ -318,8 +263,8 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
             quality = crate::quality::store::refresh_if_due("b"),
         )
     });
-    let counts = task.counts.clone();
-    let conn = task.conn.get().await?;
+    let own = conn;
+    let conn = own.get().await?;
     counts.statements.fetch_add(1, Relaxed);
     counts.largest.fetch_max(pending.len(), Relaxed);
     // Durable before any caller hears of it: the statement's commit waits for the
@@ -342,7 +287,7 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
             .bind(column(pending, |p| p.token_hash.as_deref()))
             .fetch_all(&mut *conn)
             .await;
-    task.conn.used(&result);
+    own.used(&result);
     let stored = result.map_err(
         |e| match e.as_database_error().and_then(|d| d.constraint()) {
             Some("judgments_idempotency_idx") => Error::Conflict {
@@ -354,9 +299,4 @@ async fn store(task: &mut Task, pending: &[&Pending]) -> Result<Vec<Judgment>> {
     )?;
     counts.judgments.fetch_add(stored.len() as u64, Relaxed);
     Ok(stored)
-}
-
-/// One field of every pending judgment: a column of the statement's input arrays.
-fn column<'a, T>(pending: &[&'a Pending], field: impl Fn(&'a Pending) -> T) -> Vec<T> {
-    pending.iter().map(|p| field(p)).collect()
 }
