@@ -601,10 +601,15 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let other_lead = app.project("lb-other", json!({})).await;
     app.import_text_pairs("lb-other", &other_lead, 2).await;
     let other_rater = app.annotator("lb-other", &other_lead, "other-rater").await;
+    // The calls that hold the leasing tasks are of a third project: in one the
+    // batch shares, a blocker still running could hold the pair the batch's
+    // pool would take, and that caller would go the usual way.
+    let block_lead = app.project("lb-block", json!({})).await;
+    app.import_text_pairs("lb-block", &block_lead, 2).await;
     let browser = crate::pages::Browser::login(&app, "rater8", "password123").await;
 
     // Each leasing task waits behind a lock on the projects table with a call
-    // of another project's; meanwhile the calls to answer queue, in order.
+    // of the third project's; meanwhile the calls to answer queue, in order.
     let mut lock = app.pool.begin().await.unwrap();
     sqlx::query("lock table projects in access exclusive mode")
         .execute(&mut *lock)
@@ -612,11 +617,11 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         .unwrap();
     let before = app.state.leases.stats();
     let get = |token: String, app: Arc<TestApp>| {
-        tokio::spawn(async move { app.get("/api/v1/projects/lb-other/next", &token).await })
+        tokio::spawn(async move { app.get("/api/v1/projects/lb-block/next", &token).await })
     };
     let mut blockers = Vec::new();
     for i in 0..2 {
-        blockers.push(get(other_lead.clone(), app.clone()));
+        blockers.push(get(block_lead.clone(), app.clone()));
         until("a leasing task to wait for the lock", async || {
             lock_waiters(&app).await == i + 1
         })
@@ -672,7 +677,7 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         "{}",
         responses[10].text()
     );
-    // The other project's rater has a pair too (the blockers hold a lease on each).
+    // The other project's rater has a pair too: the batch's only lease there.
     assert_eq!(
         responses[11].status,
         StatusCode::OK,
@@ -685,7 +690,7 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
              where p.slug = 'lb-other' and a.state = 'leased'"
         )
         .await,
-        3
+        1
     );
 
     // Nine leases: the first rater's is not the pair they judged, which went to
