@@ -585,7 +585,8 @@ async fn a_connection_ended_by_the_server_is_unavailable_not_an_internal_error()
 /// `next` calls that wait while the leasing tasks are busy are answered by one
 /// statement, which gives each rater a pair they have not been given, keeps
 /// every pair within its overlap, and counts the leases it makes; callers it
-/// cannot serve are answered as on their own.
+/// cannot serve are answered as on their own. It commits without a flush, as a
+/// lease on its own does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let app = Arc::new(app().await);
@@ -607,6 +608,27 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let block_lead = app.project("lb-block", json!({})).await;
     app.import_text_pairs("lb-block", &block_lead, 2).await;
     let browser = crate::pages::Browser::login(&app, "rater8", "password123").await;
+
+    // Each statement that writes assignments or judgments notes the commit it
+    // will make: a lease's is lax (a judgment's flush covers it), a judgment's not.
+    sqlx::raw_sql(
+        "create table commit_modes (tbl text, n bigint, mode text);
+         create function note_commit_mode() returns trigger language plpgsql as $$
+         begin
+             insert into commit_modes select tg_table_name, count(*),
+                 current_setting('synchronous_commit') from new_rows;
+             return null;
+         end $$;
+         create trigger note_commit_mode after insert on assignments
+             referencing new table as new_rows for each statement
+             execute function note_commit_mode();
+         create trigger note_commit_mode after insert on judgments
+             referencing new table as new_rows for each statement
+             execute function note_commit_mode();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
 
     // Each leasing task waits behind a lock on the projects table with a call
     // of the third project's; meanwhile the calls to answer queue, in order.
@@ -734,5 +756,33 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     assert_eq!(
         taken, 2,
         "the judged pair's free slot went to another rater"
+    );
+
+    // The batch's ten leases committed without waiting for a flush, as each
+    // lease on its own does; a judgment (stored by the writer) waits for one.
+    // (A rater may hold more than one lease: this `next` leases a new pair.)
+    let judged = app
+        .judge_next("lb", &tokens[1], json!({"choice": "left"}))
+        .await;
+    assert_eq!(judged.status, StatusCode::CREATED, "{}", judged.text());
+    let modes: Vec<(String, i64, String)> =
+        sqlx::query_as("select tbl, n, mode from commit_modes order by tbl, n")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let modes: Vec<(&str, i64, &str)> = modes
+        .iter()
+        .map(|(t, n, m)| (t.as_str(), *n, m.as_str()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("assignments", 1, "off"),
+            ("assignments", 1, "off"),
+            ("assignments", 1, "off"),
+            ("assignments", 10, "off"),
+            ("judgments", 1, "on"),
+        ],
+        "the two blockers' leases, the batch's, then a lease and its judgment"
     );
 }
