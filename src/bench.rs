@@ -45,6 +45,12 @@ pub struct BenchOpts {
     /// Niceness of that training thread (the service's: 10; 0 to compare without).
     #[arg(long, default_value_t = 10)]
     pub training_nice: u32,
+    /// SQL run on the benchmark's database after it is seeded, before the
+    /// server starts: a what-if experiment (drop an index or a foreign key,
+    /// change a setting) measured against the same run without it. Several
+    /// statements may be separated by `;`.
+    #[arg(long, value_name = "SQL")]
+    pub before_levels: Option<String>,
 }
 
 const BENCH_DB: &str = "backflip_bench";
@@ -99,6 +105,13 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     let max_raters = opts.raters.iter().copied().max().unwrap_or(1);
     let tokens = seed(&pool, max_raters).await?;
+    if let Some(sql) = &opts.before_levels {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(&pool)
+            .await
+            .context("running --before-levels")?;
+        println!("before the levels: {sql}");
+    }
 
     let harness = Harness::start(&pool, max_raters).await?;
 

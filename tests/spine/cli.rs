@@ -6,7 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::common::{app, fresh_database};
+use crate::common::{app, fresh_database, server_url};
 
 fn backflip() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_backflip"));
@@ -381,4 +381,65 @@ fn postgres_running_in(dir: &std::path::Path) -> bool {
         .unwrap()
         .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
         .any(|c| String::from_utf8_lossy(&c).contains(&needle))
+}
+
+/// `backflip bench submit` end to end at one rater; its `--before-levels` SQL
+/// runs in the benchmark's database before the levels (a check no judgment
+/// passes turns every submit into an error), and SQL that fails stops the run
+/// with PostgreSQL's reason.
+#[tokio::test]
+async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
+    let url = server_url().await;
+    let bench = |what_if: Option<&str>| {
+        let mut c = backflip();
+        c.env("DATABASE_URL", url)
+            .args(["bench", "submit", "--raters", "1", "--seconds", "0.5"]);
+        if let Some(sql) = what_if {
+            c.args(["--before-levels", sql]);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The row of the level: raters, judgments/s, three latency columns, batch, errors, ...
+    let row = |text: &str| -> (f64, usize) {
+        let fields: Vec<&str> = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("1"))
+            .unwrap_or_else(|| panic!("no level row in {text}"))
+            .split_whitespace()
+            .collect();
+        (fields[1].parse().unwrap(), fields[6].parse().unwrap())
+    };
+
+    let (ok, text, err) = bench(None);
+    assert!(ok, "{text}\n{err}");
+    let (rate, errors) = row(&text);
+    assert!(rate > 0.0 && errors == 0, "{text}");
+    assert!(
+        text.contains("pg inserts/s") && text.contains("ratio"),
+        "{text}"
+    );
+
+    let (ok, text, err) = bench(Some(
+        "alter table judgments add constraint bench_refuses check (false)",
+    ));
+    assert!(ok, "{text}\n{err}");
+    assert!(
+        text.contains("before the levels: alter table judgments"),
+        "{text}"
+    );
+    let (rate, errors) = row(&text);
+    assert!(rate == 0.0 && errors > 0, "{text}");
+
+    let (ok, text, err) = bench(Some("select * from no_such_table"));
+    assert!(!ok, "{text}");
+    assert!(
+        err.contains("--before-levels") && err.contains("no_such_table"),
+        "{err}"
+    );
 }

@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 use tower::ServiceExt;
 
 /// An admin connection URL for the server tests use, and the embedded cluster if any.
-async fn server_url() -> &'static str {
+pub async fn server_url() -> &'static str {
     static URL: OnceCell<String> = OnceCell::const_new();
     URL.get_or_init(|| async {
         if let Ok(url) = std::env::var("DATABASE_URL") {
