@@ -607,6 +607,13 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     // pool would take, and that caller would go the usual way.
     let block_lead = app.project("lb-block", json!({})).await;
     app.import_text_pairs("lb-block", &block_lead, 2).await;
+    // Two callers, not one twice: a caller's own calls racing each other for
+    // one pair (both read before the other commits) would leave one of them to
+    // go the usual way, uncounted, as the machine's load decides.
+    let blockers_by = [
+        block_lead.clone(),
+        app.annotator("lb-block", &block_lead, "block-rater").await,
+    ];
     let browser = crate::pages::Browser::login(&app, "rater8", "password123").await;
 
     // Each statement that writes assignments or judgments notes the commit it
@@ -642,8 +649,8 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         tokio::spawn(async move { app.get("/api/v1/projects/lb-block/next", &token).await })
     };
     let mut blockers = Vec::new();
-    for i in 0..2 {
-        blockers.push(get(block_lead.clone(), app.clone()));
+    for (i, by) in blockers_by.into_iter().enumerate() {
+        blockers.push(get(by, app.clone()));
         until("a leasing task to wait for the lock", async || {
             lock_waiters(&app).await == i + 1
         })
