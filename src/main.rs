@@ -21,6 +21,11 @@ use backflip::{
 };
 use clap::Parser;
 
+/// mimalloc rather than glibc's allocator: the server allocates per request
+/// (docs/benchmarks.md, "The release build, and mimalloc").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,9 +1,14 @@
 //! What the judgment [`super::Writer`] and the lease [`super::Leaser`] share:
-//! calls queued for a few tasks, each on a connection of its own
-//! ([`OwnConn`]), that take every call waiting when they are free and answer
-//! them with one statement. A task never waits to fill a batch: a lone call
-//! goes at once, and a batch grows only while the last one runs. Two tasks run
-//! side by side, one gathering while the other's statement runs.
+//! calls queued for a task on a connection of its own ([`OwnConn`]), that
+//! takes every call waiting when it is free and answers them with one
+//! statement. The task never waits to fill a batch: a lone call goes at once,
+//! and a batch grows only while the last one runs.
+//!
+//! One task per kind, not two side by side: two statements of one kind touch
+//! the same pairs, so the second waits for the first's row locks (or locks
+//! what the first has just leased), and the batches are half as large. With
+//! the release build one task each judged 10–20 % more per second at 8, 32
+//! and 128 raters, with a lower p99 (docs/benchmarks.md, "One task per kind").
 //!
 //! A batch that fails as a whole is run again one call at a time, so each
 //! caller gets the answer it would have had alone; if the database is out of
@@ -14,16 +19,13 @@ use std::{collections::HashSet, hash::Hash, sync::Arc};
 
 use futures::future::BoxFuture;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::own_conn::OwnConn;
 use crate::error::{Error, Result};
 
 /// The most calls in one statement.
 pub const MAX_BATCH: usize = 64;
-
-/// Tasks taking calls side by side.
-const TASKS: usize = 2;
 
 /// A kind of call answered many at a time: how one statement answers many of
 /// them, and how one answers one. `self` is the kind's shared state (its counts).
@@ -78,15 +80,12 @@ impl<B: Batch> Clone for Queue<B> {
 }
 
 impl<B: Batch> Queue<B> {
-    /// Start the tasks on the current Tokio runtime, on connections to
+    /// Start the task on the current Tokio runtime, on a connection to
     /// `pool`'s database.
     pub(super) fn spawn(pool: PgPool, batch: B) -> Queue<B> {
         let (calls, waiting) = mpsc::channel(4 * MAX_BATCH);
-        let waiting = Arc::new(Mutex::new(waiting));
         let batch = Arc::new(batch);
-        for _ in 0..TASKS {
-            tokio::spawn(run(pool.clone(), waiting.clone(), batch.clone()));
-        }
+        tokio::spawn(run(pool, waiting, batch.clone()));
         Queue { calls, batch }
     }
 
@@ -112,17 +111,11 @@ impl<B: Batch> Queue<B> {
     }
 }
 
-/// One task: take what is queued (waiting only for the first), answer it.
-async fn run<B: Batch>(pool: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Call<B>>>>, batch: Arc<B>) {
+/// The task: take what is queued (waiting only for the first), answer it.
+async fn run<B: Batch>(pool: PgPool, mut waiting: mpsc::Receiver<Call<B>>, batch: Arc<B>) {
     let mut calls = Vec::with_capacity(MAX_BATCH);
     let mut conn = OwnConn::new(pool, B::NAME);
-    loop {
-        {
-            let mut waiting = waiting.lock().await;
-            if waiting.recv_many(&mut calls, MAX_BATCH).await == 0 {
-                break;
-            }
-        }
+    while waiting.recv_many(&mut calls, MAX_BATCH).await > 0 {
         answer(&*batch, &mut conn, std::mem::take(&mut calls)).await;
     }
     conn.close().await;

@@ -48,7 +48,7 @@ pub(super) struct Ask {
     pub rolls: Rolls,
 }
 
-/// The handle to the leasing tasks (cheap to clone). The tasks end when the
+/// The handle to the leasing task (cheap to clone). The task ends when the
 /// last handle is dropped.
 #[derive(Clone)]
 pub struct Leaser {
@@ -75,7 +75,7 @@ pub struct LeaserStats {
     pub leased: u64,
     /// The most calls one statement was given.
     pub largest: usize,
-    /// Calls waiting for a leasing task now.
+    /// Calls waiting for the leasing task now.
     pub queued: usize,
 }
 
@@ -97,7 +97,7 @@ impl LeaserStats {
 }
 
 impl Leaser {
-    /// Start the leasing tasks on the current Tokio runtime, on connections to
+    /// Start the leasing task on the current Tokio runtime, on a connection to
     /// `pool`'s database.
     pub fn spawn(pool: PgPool) -> Leaser {
         Leaser {

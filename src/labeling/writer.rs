@@ -7,7 +7,7 @@
 //! takes the judgments waiting for it and writes them all in one statement: one
 //! start-up and one commit for the lot, by the machinery it shares with the
 //! leaser ([`super::batched`]: a lone judgment goes at once, a batch grows only
-//! while the last one is being written, each task on a connection of its own).
+//! while the last one is being written, on a connection of its own).
 //!
 //! Nothing is acknowledged before its batch commits: each caller hears back
 //! only then. A batch that fails as a whole (a reused idempotency key, a
@@ -49,7 +49,7 @@ pub(super) struct Pending {
 /// The writer's connections' `application_name`.
 pub const APPLICATION_NAME: &str = "backflip-writer";
 
-/// The handle to the writing tasks (cheap to clone). The tasks end when the
+/// The handle to the writing task (cheap to clone). The task ends when the
 /// last handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
@@ -74,7 +74,7 @@ pub struct WriterStats {
     pub judgments: u64,
     /// The most judgments one statement was given.
     pub largest: usize,
-    /// Judgments waiting for a writing task now.
+    /// Judgments waiting for the writing task now.
     pub queued: usize,
 }
 
@@ -95,7 +95,7 @@ impl WriterStats {
 }
 
 impl Writer {
-    /// Start the writing tasks on the current Tokio runtime.
+    /// Start the writing task on the current Tokio runtime.
     pub fn spawn(pool: PgPool) -> Writer {
         let queue = Queue::spawn(pool.clone(), Judging::default());
         Writer { pool, queue }
@@ -111,8 +111,8 @@ impl Writer {
         }
     }
 
-    /// The pool of the database the judgments are written to (the tasks' own
-    /// connections are to the same database).
+    /// The pool of the database the judgments are written to (the task's own
+    /// connection is to the same database).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -209,30 +209,26 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// Keep the writer's tasks busy (each judging one of `held`, whose rows the test
-/// locks), queue `queued` in order meanwhile, then let go: the queued judgments
-/// are written together. Every response, `held`'s first.
+/// Keep the writer's task busy (judging `held`, whose row the test locks),
+/// queue `queued` in order meanwhile, then let go: the queued judgments are
+/// written together. Every response, `held`'s first.
 async fn behind_a_busy_writer(
     app: &Arc<TestApp>,
-    held: &[Answer],
+    held: &Answer,
     queued: &[Answer],
 ) -> Vec<crate::common::Res> {
     let mut lock = app.pool.begin().await.unwrap();
-    let ids: Vec<uuid::Uuid> = held.iter().map(|a| a.assignment.parse().unwrap()).collect();
-    sqlx::query("select 1 from assignments where id = any($1) for update")
-        .bind(&ids)
+    let id: uuid::Uuid = held.assignment.parse().unwrap();
+    sqlx::query("select 1 from assignments where id = $1 for update")
+        .bind(id)
         .execute(&mut *lock)
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    // One at a time, so each writing task takes one.
-    for (i, a) in held.iter().enumerate() {
-        tasks.push(send(app, a));
-        until("a writing task to wait for the lock", async || {
-            lock_waiters(app).await == i + 1
-        })
-        .await;
-    }
+    let mut tasks = vec![send(app, held)];
+    until("the writing task to wait for the lock", async || {
+        lock_waiters(app).await == 1
+    })
+    .await;
     let writer = app.state.judgments.clone();
     for (i, a) in queued.iter().enumerate() {
         tasks.push(send(app, a));
@@ -254,19 +250,19 @@ async fn judgments_that_wait_are_written_together_and_a_pair_judged_twice_counts
     let app = Arc::new(app().await);
     // Pairs go out in import order, each to three raters: four pairs, three leases each.
     let (_, mut answers) = leased(&app, "batch", json!({"overlap": 3}), 8, 12).await;
-    let queued = answers.split_off(2);
+    let queued = answers.split_off(1);
     let before = app.state.judgments.stats();
-    let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    let responses = behind_a_busy_writer(&app, &answers[0], &queued).await;
     for r in &responses {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     }
     let after = app.state.judgments.stats();
     assert_eq!(after.judgments - before.judgments, 12);
     assert_eq!(
-        after.largest, 10,
-        "the ten that waited went in one statement"
+        after.largest, 11,
+        "the eleven that waited went in one statement"
     );
-    assert_eq!(after.statements - before.statements, 3);
+    assert_eq!(after.statements - before.statements, 2);
     // Each answer stored once, under its own key, for its own assignment.
     for (a, r) in answers.iter().chain(&queued).zip(&responses) {
         assert_eq!(r.json()["assignment_id"], a.assignment.as_str());
@@ -305,17 +301,17 @@ async fn one_bad_judgment_in_a_batch_is_refused_alone() {
         key: answers[4].key.clone(),
     };
     let queued: Vec<Answer> = answers
-        .split_off(2)
+        .split_off(1)
         .into_iter()
         .chain([reused, twice])
         .collect();
     let before = app.state.judgments.stats();
-    let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    let responses = behind_a_busy_writer(&app, &answers[0], &queued).await;
     let after = app.state.judgments.stats().since(before);
-    // The two held; the batch of five (the repeat kept apart), which failed;
-    // its five again one by one; the repeat.
-    assert_eq!(after.largest, 5);
-    assert_eq!(after.statements, 2 + 1 + 5 + 1);
+    // The one held; the batch of six (the repeat kept apart), which failed;
+    // its six again one by one; the repeat.
+    assert_eq!(after.largest, 6);
+    assert_eq!(after.statements, 1 + 1 + 6 + 1);
     assert_eq!(after.judgments, 6);
     let statuses: Vec<u16> = responses.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(
@@ -348,14 +344,14 @@ async fn a_batch_that_reaches_the_training_threshold_queues_training() {
     let app = Arc::new(app().await);
     let settings = json!({"overlap": 1, "train_every": 5});
     let (_, mut answers) = leased(&app, "batchtrain", settings, 8, 6).await;
-    let queued = answers.split_off(2);
+    let queued = answers.split_off(1);
     let train_jobs = "select count(*) from jobs where kind = 'train'";
     assert_eq!(app.count(train_jobs).await, 0);
-    // Two alone (each sees at most one other), then four together: each of the
-    // four counting only itself would see 2 + 1 of the 5; the batch sees 2 + 4.
-    let responses = behind_a_busy_writer(&app, &answers, &queued).await;
+    // One alone, then five together: each of the five counting only itself
+    // would see 1 + 1 of the 5; the batch sees 1 + 5.
+    let responses = behind_a_busy_writer(&app, &answers[0], &queued).await;
     assert!(responses.iter().all(|r| r.status == StatusCode::CREATED));
-    assert_eq!(app.state.judgments.stats().largest, 4);
+    assert_eq!(app.state.judgments.stats().largest, 5);
     assert_eq!(app.count(train_jobs).await, 1);
 }
 
@@ -487,22 +483,19 @@ async fn next_waits_for_a_locked_pairs_expired_lease_rather_than_answer_nothing_
 async fn a_writer_connection_ended_by_the_database_gives_503_and_is_reopened() {
     let app = Arc::new(app().await);
     let (_, answers) = leased(&app, "term", json!({"overlap": 1}), 4, 4).await;
-    // The two writing tasks take turns at the queue: one judgment each opens
-    // both tasks' connections.
-    for a in &answers[..2] {
-        let res = send(&app, a).await.unwrap();
-        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
-    }
+    // One judgment opens the writing task's connection.
+    let res = send(&app, &answers[0]).await.unwrap();
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     assert_eq!(
         end_connections(&app, "backflip-writer").await,
-        2,
-        "the writer's connections are named"
+        1,
+        "the writer's connection is named"
     );
-    // Each task finds its own connection gone, by a 503 (or, idle long enough, by
-    // the test before use, reopening it first): so at most one 503 per task, and
-    // a retry is stored once the task that takes it has a new connection.
+    // The task finds its connection gone, by a 503 (or, idle long enough, by
+    // the test before use, reopening it first): so one 503 at most, and a
+    // retry is stored once the task has a new connection.
     let mut unavailable = 0;
-    for a in &answers[2..] {
+    for a in &answers[1..] {
         let res =
             past_ended_connections(&mut unavailable, async || send(&app, a).await.unwrap()).await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
@@ -514,12 +507,12 @@ async fn a_writer_connection_ended_by_the_database_gives_503_and_is_reopened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leaser_connection_ended_by_the_database_gives_503_and_is_reopened() {
     let app = Arc::new(app().await);
-    // Two calls in turn open both leasing tasks' connections.
+    // The first call opens the leasing task's connection.
     let (tokens, _) = leased(&app, "lterm", json!({"overlap": 1}), 4, 2).await;
     assert_eq!(
         end_connections(&app, "backflip-leaser").await,
-        2,
-        "the leaser's connections are named"
+        1,
+        "the leaser's connection is named"
     );
     let mut unavailable = 0;
     for token in &tokens {
@@ -549,7 +542,7 @@ async fn end_connections(app: &TestApp, name: &str) -> i64 {
 }
 
 /// `call`'s first answer other than 503, counting the 503s in `unavailable`:
-/// one per task whose connection was ended, two in all at most.
+/// one at most, from the task whose connection was ended.
 async fn past_ended_connections(
     unavailable: &mut usize,
     mut call: impl AsyncFnMut() -> crate::common::Res,
@@ -561,7 +554,10 @@ async fn past_ended_connections(
         }
         assert_eq!(res.code(), "unavailable");
         *unavailable += 1;
-        assert!(*unavailable <= 2, "a task answered 503 twice: not reopened");
+        assert!(
+            *unavailable <= 1,
+            "the task answered 503 twice: not reopened"
+        );
     }
 }
 
@@ -582,7 +578,7 @@ async fn a_connection_ended_by_the_server_is_unavailable_not_an_internal_error()
     ));
 }
 
-/// `next` calls that wait while the leasing tasks are busy are answered by one
+/// `next` calls that wait while the leasing task is busy are answered by one
 /// statement, which gives each rater a pair they have not been given, keeps
 /// every pair within its overlap, and counts the leases it makes; callers it
 /// cannot serve are answered as on their own. It commits without a flush, as a
@@ -602,18 +598,11 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let other_lead = app.project("lb-other", json!({})).await;
     app.import_text_pairs("lb-other", &other_lead, 2).await;
     let other_rater = app.annotator("lb-other", &other_lead, "other-rater").await;
-    // The calls that hold the leasing tasks are of a third project: in one the
-    // batch shares, a blocker still running could hold the pair the batch's
+    // The call that holds the leasing task is of a third project: in one the
+    // batch shares, the blocker still running could hold the pair the batch's
     // pool would take, and that caller would go the usual way.
     let block_lead = app.project("lb-block", json!({})).await;
     app.import_text_pairs("lb-block", &block_lead, 2).await;
-    // Two callers, not one twice: a caller's own calls racing each other for
-    // one pair (both read before the other commits) would leave one of them to
-    // go the usual way, uncounted, as the machine's load decides.
-    let blockers_by = [
-        block_lead.clone(),
-        app.annotator("lb-block", &block_lead, "block-rater").await,
-    ];
     let browser = crate::pages::Browser::login(&app, "rater8", "password123").await;
 
     // Each statement that writes assignments or judgments notes the commit it
@@ -637,7 +626,7 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     .await
     .unwrap();
 
-    // Each leasing task waits behind a lock on the projects table with a call
+    // The leasing task waits behind a lock on the projects table with a call
     // of the third project's; meanwhile the calls to answer queue, in order.
     let mut lock = app.pool.begin().await.unwrap();
     sqlx::query("lock table projects in access exclusive mode")
@@ -648,14 +637,11 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let get = |token: String, app: Arc<TestApp>| {
         tokio::spawn(async move { app.get("/api/v1/projects/lb-block/next", &token).await })
     };
-    let mut blockers = Vec::new();
-    for (i, by) in blockers_by.into_iter().enumerate() {
-        blockers.push(get(by, app.clone()));
-        until("a leasing task to wait for the lock", async || {
-            lock_waiters(&app).await == i + 1
-        })
-        .await;
-    }
+    let blocker = get(block_lead.clone(), app.clone());
+    until("the leasing task to wait for the lock", async || {
+        lock_waiters(&app).await == 1
+    })
+    .await;
     // Eight raters by token, the ninth by session, a stranger, a lead of
     // another project (not a member here), and a rater of that other project.
     let mut callers: Vec<(Option<String>, &str)> = tokens[..8]
@@ -682,9 +668,7 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         until("the call to queue", async || leaser.stats().queued == i + 1).await;
     }
     lock.commit().await.unwrap();
-    for b in blockers {
-        assert_eq!(b.await.unwrap().status, StatusCode::OK);
-    }
+    assert_eq!(blocker.await.unwrap().status, StatusCode::OK);
     let mut responses = Vec::new();
     for c in calls {
         responses.push(c.await.unwrap());
@@ -692,8 +676,8 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let after = app.state.leases.stats().since(before);
     assert_eq!(
         (after.statements, after.calls, after.largest, after.leased),
-        (3, 14, 12, 12),
-        "two calls on their own, then the twelve that waited in one statement, which \
+        (2, 13, 12, 11),
+        "a call on its own, then the twelve that waited in one statement, which \
          leased a pair to each of the ten who may have one"
     );
     for r in &responses[..9] {
@@ -786,10 +770,9 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
         [
             ("assignments", 1, "off"),
             ("assignments", 1, "off"),
-            ("assignments", 1, "off"),
             ("assignments", 10, "off"),
             ("judgments", 1, "on"),
         ],
-        "the two blockers' leases, the batch's, then a lease and its judgment"
+        "the blocker's lease, the batch's, then a lease and its judgment"
     );
 }
