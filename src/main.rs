@@ -22,7 +22,7 @@ use backflip::{
 use clap::Parser;
 
 /// mimalloc rather than glibc's allocator: the server allocates per request
-/// (docs/benchmarks.md, "The release build, and mimalloc").
+/// (docs/benchmarks.md, "The release build, mimalloc, and one task per kind").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

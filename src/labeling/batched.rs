@@ -8,7 +8,8 @@
 //! the same pairs, so the second waits for the first's row locks (or locks
 //! what the first has just leased), and the batches are half as large. With
 //! the release build one task each judged 10–20 % more per second at 8, 32
-//! and 128 raters, with a lower p99 (docs/benchmarks.md, "One task per kind").
+//! and 128 raters, with a lower p99 (docs/benchmarks.md, "The release build,
+//! mimalloc, and one task per kind").
 //!
 //! A batch that fails as a whole is run again one call at a time, so each
 //! caller gets the answer it would have had alone; if the database is out of
