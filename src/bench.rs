@@ -128,10 +128,13 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
          `WAL rec/j` and `flush/j`: WAL records written and WAL flushes to disk per judgment, from \
          the cluster's `pg_stat_wal`, and `xact/j`: transactions committed in the benchmark's \
          database per judgment (a statement on its own is one), from `pg_stat_database`, both \
-         over the middle 60% of the level (anything else meanwhile counts too)"
+         over the middle 60% of the level (anything else meanwhile counts too); \
+         `cpu ms/j`: the whole machine's CPU time per judgment (all processes, from /proc/stat, \
+         same window), and `cpu ratio`: pgbench's CPU time per insert (its whole run) over that, \
+         a ratio that does not move with the machine's speed as rates do"
     );
     println!(
-        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7} {:>6}",
+        "{:>6} {:>12} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7} {:>6} {:>8} {:>9}",
         "raters",
         "judgments/s",
         "next p50/p95/p99",
@@ -144,7 +147,9 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
         "ratio",
         "WAL rec/j",
         "flush/j",
-        "xact/j"
+        "xact/j",
+        "cpu ms/j",
+        "cpu ratio"
     );
     let modes: &[bool] = if opts.with_training {
         &[false, true]
@@ -178,19 +183,26 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
             let pgbench = pgbench(url, &pool, n, opts.seconds).await?;
             let rate = r.rate();
             let [next, submit, both] = r.latencies();
-            let (pgbench_col, ratio) = match pgbench {
-                Some((tps, clients)) if clients < n => {
+            let (pgbench_col, ratio) = match &pgbench {
+                Some(PgBench { tps, clients, .. }) if *clients < n => {
                     (format!("{tps:.0} ({clients}c)"), rate / tps)
                 }
-                Some((tps, _)) => (format!("{tps:.0}"), rate / tps),
+                Some(PgBench { tps, .. }) => (format!("{tps:.0}"), rate / tps),
                 None => ("-".into(), rate / inserts),
+            };
+            let cpu = wal.as_ref().and_then(|w| w.cpu_ms);
+            let cpu_ratio = match (cpu, pgbench.as_ref().and_then(|p| p.cpu_ms)) {
+                (Some(judgment), Some(insert)) if judgment > 0.0 => {
+                    format!("{:.2}", insert / judgment)
+                }
+                _ => "-".into(),
             };
             let per_judgment = |value: fn(&PerJudgment) -> f64| {
                 wal.as_ref()
                     .map_or("-".into(), |w| format!("{:.2}", value(w)))
             };
             println!(
-                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7} {:>6}{}",
+                "{:>6} {:>12.0} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13.0} {:>11} {:>6.2} {:>9} {:>7} {:>6} {:>8} {:>9}{}",
                 n,
                 rate,
                 next,
@@ -208,6 +220,8 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 per_judgment(|w| w.records),
                 per_judgment(|w| w.flushes),
                 per_judgment(|w| w.transactions),
+                cpu.map_or("-".into(), |ms| format!("{ms:.3}")),
+                cpu_ratio,
                 if training { "  (training)" } else { "" }
             );
         }
@@ -223,6 +237,56 @@ struct PerJudgment {
     records: f64,
     flushes: f64,
     transactions: f64,
+    /// The machine's CPU time per judgment, in ms (None without /proc/stat).
+    cpu_ms: Option<f64>,
+}
+
+/// A reading of the machine's CPU times (/proc/stat's first line, in the
+/// kernel's clock ticks): busy (user, nice, system, irq, softirq) and all (busy,
+/// idle, I/O wait, steal), the cores (its `cpuN` lines) and when it was read.
+#[derive(Clone, Copy)]
+struct CpuReading {
+    busy: f64,
+    all: f64,
+    cores: usize,
+    at: std::time::Instant,
+}
+
+impl CpuReading {
+    /// None where there is no /proc/stat.
+    fn now() -> Option<CpuReading> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let at = std::time::Instant::now();
+        let mut lines = stat.lines();
+        let ticks: Vec<f64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = ticks[..] else {
+            return None;
+        };
+        let cores = lines
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        let busy = user + nice + system + irq + softirq;
+        Some(CpuReading {
+            busy,
+            all: busy + idle + iowait + steal,
+            cores,
+            at,
+        })
+    }
+
+    /// The CPU seconds the machine was busy between `self` and `later`. All the
+    /// ticks together advance by one second per core per second, which gives
+    /// their length; None when no tick passed.
+    fn busy_seconds_until(&self, later: &CpuReading) -> Option<f64> {
+        let ticks = later.all - self.all;
+        let seconds = (later.at - self.at).as_secs_f64() * self.cores as f64;
+        (ticks > 0.0).then(|| (later.busy - self.busy) / ticks * seconds)
+    }
 }
 
 /// WAL records and flushes (the cluster's `pg_stat_wal`, PostgreSQL 14 and
@@ -251,13 +315,17 @@ async fn per_judgment(
     };
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.2)).await;
     let (r1, f1, c1, j1) = read().await?;
+    let cpu1 = CpuReading::now();
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.6)).await;
+    let cpu2 = CpuReading::now();
     let (r2, f2, c2, j2) = read().await?;
     let judgments = j2.checked_sub(j1).filter(|&n| n > 0)? as f64;
+    let busy = cpu1.zip(cpu2).and_then(|(a, b)| a.busy_seconds_until(&b));
     Some(PerJudgment {
         records: (r2 - r1) as f64 / judgments,
         flushes: (f2 - f1) as f64 / judgments,
         transactions: (c2 - c1) as f64 / judgments,
+        cpu_ms: busy.map(|s| s * 1e3 / judgments),
     })
 }
 
@@ -334,12 +402,21 @@ async fn baseline(url: &str, clients: usize, seconds: f64) -> anyhow::Result<f64
 /// rate and the clients it ran, or None when pgbench is not on the PATH. pgbench holds a
 /// connection per client at once, so the clients are capped to the connections the
 /// server has free (shown next to the rate when fewer than asked).
+/// What pgbench measured: inserts per second, at how many clients (fewer than
+/// asked when PostgreSQL has fewer connections free), and the machine's CPU
+/// time per insert over its whole run, in ms (None without /proc/stat).
+struct PgBench {
+    tps: f64,
+    clients: usize,
+    cpu_ms: Option<f64>,
+}
+
 async fn pgbench(
     url: &str,
     pool: &PgPool,
     clients: usize,
     seconds: f64,
-) -> anyhow::Result<Option<(f64, usize)>> {
+) -> anyhow::Result<Option<PgBench>> {
     let free: i64 = sqlx::query_scalar(
         "select current_setting('max_connections')::int
                 - current_setting('superuser_reserved_connections')::int
@@ -353,6 +430,7 @@ async fn pgbench(
         &script,
         "insert into bench_insert (rater, payload) values (:client_id, 'left');\n",
     )?;
+    let cpu1 = CpuReading::now();
     let output = tokio::process::Command::new("pgbench")
         .args(["--no-vacuum", "--protocol=prepared"])
         .arg(format!("--client={clients}"))
@@ -363,6 +441,7 @@ async fn pgbench(
         .arg(url)
         .output()
         .await;
+    let cpu2 = CpuReading::now();
     let _ = std::fs::remove_file(&script);
     let output = match output {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -373,12 +452,24 @@ async fn pgbench(
         "pgbench failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let tps = String::from_utf8_lossy(&output.stdout)
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tps = stdout
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .context("no `tps = ` line in pgbench's output")?;
-    Ok(Some((tps, clients)))
+    let inserts: Option<f64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|rest| rest.split(['/', ' ']).next()?.parse().ok());
+    let busy = cpu1.zip(cpu2).and_then(|(a, b)| a.busy_seconds_until(&b));
+    Ok(Some(PgBench {
+        tps,
+        clients,
+        cpu_ms: busy
+            .zip(inserts.filter(|&n| n > 0.0))
+            .map(|(s, n)| s * 1e3 / n),
+    }))
 }
 
 pub(crate) fn pct(v: &mut [f64], q: f64) -> f64 {

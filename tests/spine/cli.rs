@@ -405,25 +405,38 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    // The row of the level: raters, judgments/s, three latency columns, batch, errors, ...
-    let row = |text: &str| -> (f64, usize) {
+    // The row of the level: raters, judgments/s, three latency columns, batch,
+    // errors, ..., and last the machine's CPU per judgment and the CPU ratio.
+    let row = |text: &str| -> (f64, usize, String) {
         let fields: Vec<&str> = text
             .lines()
             .find(|l| l.split_whitespace().next() == Some("1"))
             .unwrap_or_else(|| panic!("no level row in {text}"))
             .split_whitespace()
             .collect();
-        (fields[1].parse().unwrap(), fields[6].parse().unwrap())
+        (
+            fields[1].parse().unwrap(),
+            fields[6].parse().unwrap(),
+            fields[fields.len() - 2].to_owned(),
+        )
     };
 
     let (ok, text, err) = bench(None);
     assert!(ok, "{text}\n{err}");
-    let (rate, errors) = row(&text);
+    let (rate, errors, cpu) = row(&text);
     assert!(rate > 0.0 && errors == 0, "{text}");
     assert!(
-        text.contains("pg inserts/s") && text.contains("ratio"),
+        text.contains("pg inserts/s") && text.contains("ratio") && text.contains("cpu ms/j"),
         "{text}"
     );
+    // The machine was busy judging: some CPU time per judgment (read from
+    // /proc/stat, which Linux has).
+    if std::path::Path::new("/proc/stat").exists() {
+        let ms: f64 = cpu
+            .parse()
+            .unwrap_or_else(|_| panic!("cpu ms/j {cpu:?}: {text}"));
+        assert!(ms > 0.0, "{text}");
+    }
 
     let (ok, text, err) = bench(Some(
         "alter table judgments add constraint bench_refuses check (false)",
@@ -433,8 +446,9 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
         text.contains("before the levels: alter table judgments"),
         "{text}"
     );
-    let (rate, errors) = row(&text);
+    let (rate, errors, cpu) = row(&text);
     assert!(rate == 0.0 && errors > 0, "{text}");
+    assert_eq!(cpu, "-", "no judgment, no CPU per judgment: {text}");
 
     let (ok, text, err) = bench(Some("select * from no_such_table"));
     assert!(!ok, "{text}");
