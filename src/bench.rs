@@ -131,7 +131,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
          over the middle 60% of the level (anything else meanwhile counts too); \
          `cpu ms/j`: the whole machine's CPU time per judgment (all processes, from /proc/stat, \
          same window), and `cpu ratio`: pgbench's CPU time per insert (its whole run) over that, \
-         a ratio that does not move with the machine's speed as rates do"
+         how many of pgbench's inserts a judgment costs in CPU, inverted"
     );
     println!(
         "{:>6} {:>12} {:>20} {:>20} {:>18} {:>9} {:>6} {:>13} {:>11} {:>6} {:>9} {:>7} {:>6} {:>8} {:>9}",
@@ -244,7 +244,6 @@ struct PerJudgment {
 /// A reading of the machine's CPU times (/proc/stat's first line, in the
 /// kernel's clock ticks): busy (user, nice, system, irq, softirq) and all (busy,
 /// idle, I/O wait, steal), the cores (its `cpuN` lines) and when it was read.
-#[derive(Clone, Copy)]
 struct CpuReading {
     busy: f64,
     all: f64,
@@ -279,24 +278,25 @@ impl CpuReading {
         })
     }
 
-    /// The CPU seconds the machine was busy between `self` and `later`. All the
-    /// ticks together advance by one second per core per second, which gives
-    /// their length; None when no tick passed.
-    fn busy_seconds_until(&self, later: &CpuReading) -> Option<f64> {
-        let ticks = later.all - self.all;
-        let seconds = (later.at - self.at).as_secs_f64() * self.cores as f64;
-        (ticks > 0.0).then(|| (later.busy - self.busy) / ticks * seconds)
+    /// The CPU seconds the machine has been busy since `start` (None without
+    /// one, without /proc/stat, or when no tick passed). All the ticks together
+    /// advance by one second per core per second, which gives their length.
+    fn busy_seconds_since(start: Option<CpuReading>) -> Option<f64> {
+        let (start, now) = start.zip(CpuReading::now())?;
+        let ticks = now.all - start.all;
+        let seconds = (now.at - start.at).as_secs_f64() * start.cores as f64;
+        (ticks > 0.0).then(|| (now.busy - start.busy) / ticks * seconds)
     }
 }
 
 /// WAL records and flushes (the cluster's `pg_stat_wal`, PostgreSQL 14 and
-/// later) and transactions committed in the benchmark's database
-/// (`pg_stat_database`) per judgment written, over the middle 60 % of a level
-/// of `seconds`; None without those views, or with no judgment meanwhile.
-/// Backends report to both views up to a second late; in the middle of a level
-/// they are as late at both readings, where a reading at the level's end would
-/// miss its last second. Unlike a rate, none of these depends on how busy the
-/// machine is.
+/// later), transactions committed in the benchmark's database
+/// (`pg_stat_database`) and the machine's CPU time per judgment written, over
+/// the middle 60 % of a level of `seconds`; None without those views, or with
+/// no judgment meanwhile. Backends report to both views up to a second late; in
+/// the middle of a level they are as late at both readings, where a reading at
+/// the level's end would miss its last second. Unlike a rate, the WAL and
+/// transaction counts do not depend on how busy the machine is.
 async fn per_judgment(
     pool: PgPool,
     writer: crate::labeling::Writer,
@@ -315,12 +315,11 @@ async fn per_judgment(
     };
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.2)).await;
     let (r1, f1, c1, j1) = read().await?;
-    let cpu1 = CpuReading::now();
+    let cpu = CpuReading::now();
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds * 0.6)).await;
-    let cpu2 = CpuReading::now();
+    let busy = CpuReading::busy_seconds_since(cpu);
     let (r2, f2, c2, j2) = read().await?;
     let judgments = j2.checked_sub(j1).filter(|&n| n > 0)? as f64;
-    let busy = cpu1.zip(cpu2).and_then(|(a, b)| a.busy_seconds_until(&b));
     Some(PerJudgment {
         records: (r2 - r1) as f64 / judgments,
         flushes: (f2 - f1) as f64 / judgments,
@@ -398,10 +397,6 @@ async fn baseline(url: &str, clients: usize, seconds: f64) -> anyhow::Result<f64
     Ok(rate)
 }
 
-/// The same single-row inserts driven by `pgbench`, the leanest client there is: its
-/// rate and the clients it ran, or None when pgbench is not on the PATH. pgbench holds a
-/// connection per client at once, so the clients are capped to the connections the
-/// server has free (shown next to the rate when fewer than asked).
 /// What pgbench measured: inserts per second, at how many clients (fewer than
 /// asked when PostgreSQL has fewer connections free), and the machine's CPU
 /// time per insert over its whole run, in ms (None without /proc/stat).
@@ -411,6 +406,10 @@ struct PgBench {
     cpu_ms: Option<f64>,
 }
 
+/// The same single-row inserts driven by `pgbench`, the leanest client there is, or
+/// None when pgbench is not on the PATH. pgbench holds a connection per client at
+/// once, so the clients are capped to the connections the server has free (shown
+/// next to the rate when fewer than asked).
 async fn pgbench(
     url: &str,
     pool: &PgPool,
@@ -430,7 +429,7 @@ async fn pgbench(
         &script,
         "insert into bench_insert (rater, payload) values (:client_id, 'left');\n",
     )?;
-    let cpu1 = CpuReading::now();
+    let cpu = CpuReading::now();
     let output = tokio::process::Command::new("pgbench")
         .args(["--no-vacuum", "--protocol=prepared"])
         .arg(format!("--client={clients}"))
@@ -441,7 +440,7 @@ async fn pgbench(
         .arg(url)
         .output()
         .await;
-    let cpu2 = CpuReading::now();
+    let busy = CpuReading::busy_seconds_since(cpu);
     let _ = std::fs::remove_file(&script);
     let output = match output {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -462,7 +461,6 @@ async fn pgbench(
         .lines()
         .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
         .and_then(|rest| rest.split(['/', ' ']).next()?.parse().ok());
-    let busy = cpu1.zip(cpu2).and_then(|(a, b)| a.busy_seconds_until(&b));
     Ok(Some(PgBench {
         tps,
         clients,

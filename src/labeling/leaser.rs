@@ -36,7 +36,7 @@ use super::{
 };
 use crate::error::Result;
 
-/// The leasing connections' `application_name`.
+/// The leasing connection's `application_name`.
 pub const APPLICATION_NAME: &str = "backflip-leaser";
 
 /// A `next` call to answer: the caller's credential (its digest, and which of

@@ -46,7 +46,7 @@ pub(super) struct Pending {
     pub idempotency_key: Option<String>,
 }
 
-/// The writer's connections' `application_name`.
+/// The writer's connection's `application_name`.
 pub const APPLICATION_NAME: &str = "backflip-writer";
 
 /// The handle to the writing task (cheap to clone). The task ends when the
