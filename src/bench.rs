@@ -452,15 +452,14 @@ async fn pgbench(
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let tps = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .context("no `tps = ` line in pgbench's output")?;
-    let inserts: Option<f64> = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|rest| rest.split(['/', ' ']).next()?.parse().ok());
+    // The number that starts the line after `prefix` ("tps = 1234.5 (…)",
+    // "…processed: 61234/61234").
+    let number = |prefix: &str| -> Option<f64> {
+        let rest = stdout.lines().find_map(|l| l.strip_prefix(prefix))?;
+        rest.split(['/', ' ']).next()?.parse().ok()
+    };
+    let tps = number("tps = ").context("no `tps = ` line in pgbench's output")?;
+    let inserts = number("number of transactions actually processed: ");
     Ok(Some(PgBench {
         tps,
         clients,
