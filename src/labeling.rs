@@ -1,17 +1,21 @@
 //! Assignment of pairs to raters, and their judgments.
 //!
-//! Concurrency design: a pair's row in `comparisons` carries `judged_count`
-//! and `leased_count`, changed only in the statements that create
-//! assignments and judgments. `next` picks an open pair with
+//! Concurrency design: a pair's row in `comparisons` carries `taken_count`,
+//! its slots taken by leases and by the judgments that answered them (see
+//! migration `taken_slots`; the view `pair_counts` tells the two apart),
+//! changed only by the statements that lease, give leases back, and exclude
+//! raters: a judgment keeps its lease's slot and does not write the pair.
+//! `next` picks an open pair with
 //! `FOR UPDATE SKIP LOCKED`, so concurrent raters take different rows; when a
 //! row was changed by a transaction that committed after our snapshot,
-//! PostgreSQL re-checks `is_open` (stored: `judged_count + leased_count <
-//! overlap`) on the new version before locking it, so a pair is never
+//! PostgreSQL re-checks `is_open` (stored: `taken_count < overlap`) on the new
+//! version before locking it, so a pair is never
 //! over-assigned. Expired leases
 //! are reaped (and their slot given back) by `next`'s statement, skipping rows
 //! another statement holds, so that statement never waits for a row lock; when
 //! it finds nothing to lease, a second reap waits for those rows (locking pairs
-//! in id order, as a batch of judgments does) before the waiting pick.
+//! in id order, as a batch with an excluded rater's judgments does) before the
+//! waiting pick.
 //!
 //! Round trips are the cost on this path (`backflip bench submit`, `bench
 //! next`): a regular `next` is one statement (look up the caller and the
@@ -172,9 +176,11 @@ const PICK_OPEN_PAIR: &str = "select c.id from comparisons c
 /// `$1` project, `$2` rater, `$3` left_is_a, `$4` lease seconds. Common table
 /// expressions, ending in `shown`.
 const ASSIGN_OPEN_PAIR: &str = "picked as (
-         update comparisons set leased_count = leased_count + 1
+         update comparisons set taken_count = taken_count + 1
          where id = ({PICK} {LOCK})
-         returning id, prompt, rollout_a, rollout_b),
+         returning id, project_id, prompt, rollout_a, rollout_b,
+                   generated and not is_open as filled),
+     {REFILL},
      assigned as (
          insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at, kind)
          select id, $1, $2, $3, now() + make_interval(secs => $4), 'regular' from picked
@@ -204,6 +210,7 @@ fn assign_sql(lock: &str, guard: &str) -> String {
     ASSIGN_OPEN_PAIR
         .replace("{PICK}", &PICK_OPEN_PAIR.replace("{GUARD}", guard))
         .replace("{LOCK}", lock)
+        .replace("{REFILL}", &crate::selection::job::refill_cte("picked"))
 }
 
 /// A regular pair on its own (see [`try_next`]): first skipping pairs other
@@ -230,11 +237,12 @@ static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new
 /// The statement never waits for a row lock: the pairs it reaps are locked
 /// with the leases (the reap itself runs last, as it is referenced by nothing),
 /// and the pick skips what is locked. So it cannot deadlock with a batch of
-/// judgments, which locks pairs (in id order) and may wait for this statement.
+/// judgments, which locks the pairs of excluded raters' judgments (in id order)
+/// and may wait for this statement.
 static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "with {},
-         reaped as (update comparisons c set leased_count = c.leased_count - p.n
+         reaped as (update comparisons c set taken_count = c.taken_count - p.n
                     from per_pair p where c.id = p.comparison_id),
          s as (
              select p.gold_rate, p.repeat_rate,
@@ -267,14 +275,14 @@ static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Give the project's expired leases back to the queue (`$1`), waiting for
 /// pairs another statement holds (after [`NEXT`] skipped them). The pairs are
-/// locked in id order before they are counted, as a batch of judgments does
-/// (`writer`), so the two cannot deadlock.
+/// locked in id order before they are counted, as a batch of judgments does for
+/// its excluded raters' pairs (`writer`), so the two cannot deadlock.
 static REAP_WAITING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "with {},
          pairs as (select id from comparisons where id in (select comparison_id from per_pair)
                    order by id for no key update)
-         update comparisons c set leased_count = c.leased_count - p.n
+         update comparisons c set taken_count = c.taken_count - p.n
          from per_pair p where c.id = p.comparison_id and c.id in (select id from pairs)",
         expired_sql("", "for update skip locked")
     )

@@ -461,12 +461,14 @@ pub struct ProjectSummary {
 /// The projects a user can see: all for admins, their memberships otherwise.
 pub async fn list_for(pool: &PgPool, user: &User) -> Result<Vec<ProjectSummary>> {
     Ok(sqlx::query_as(
-        "select p.slug, p.name, p.media_kind, m.role as my_role,
-                (select count(*) from comparisons c where c.project_id = p.id) as pairs,
-                (select count(*) from comparisons c where c.project_id = p.id
-                    and c.judged_count >= c.overlap) as complete_pairs
+        "select p.slug, p.name, p.media_kind, m.role as my_role, n.pairs, n.complete_pairs
          from projects p
          left join project_members m on m.project_id = p.id and m.user_id = $1
+         -- one pass over each project's pairs
+         cross join lateral (
+             select count(*) as pairs,
+                    count(*) filter (where c.judged_count >= c.overlap) as complete_pairs
+             from pair_counts c where c.project_id = p.id) n
          where $2 or m.user_id is not null
          order by p.created_at desc",
     )
@@ -648,7 +650,7 @@ pub async fn stats(pool: &PgPool, project_id: Uuid) -> Result<Stats> {
         "select count(*),
                 count(*) filter (where judged_count >= overlap),
                 count(*) filter (where leased_count > 0)
-         from comparisons where project_id = $1",
+         from pair_counts where project_id = $1",
     )
     .bind(project_id)
     .fetch_one(pool)

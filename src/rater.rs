@@ -177,7 +177,7 @@ pub async fn report(
         .await?;
     // Gold checks and repeats hold no slot of the pair's coverage.
     if kind == "regular" {
-        sqlx::query("update comparisons set leased_count = leased_count - 1 where id = $1")
+        sqlx::query("update comparisons set taken_count = taken_count - 1 where id = $1")
             .bind(comparison_id)
             .execute(&mut *tx)
             .await?;

@@ -181,7 +181,7 @@ pub async fn seed(pool: &PgPool, judgments: i64, raters: i64) -> anyhow::Result<
          select md5('r' || i)::uuid, p.project, 'Answer ' || i || ': ' || repeat('lorem ipsum dolor ', 12),
                 case when i % 2 = 0 then 'policy-a' else 'policy-b' end
          from p, generate_series(1, 2 * p.pairs) i"),
-        step!("insert into comparisons (id, project_id, external_id, prompt, rollout_a, rollout_b, overlap, judged_count)
+        step!("insert into comparisons (id, project_id, external_id, prompt, rollout_a, rollout_b, overlap, taken_count)
          select md5('c' || i)::uuid, p.project, 'q' || i, 'Question ' || i || ': explain this, briefly?',
                 md5('r' || (2 * i - 1))::uuid, md5('r' || (2 * i))::uuid, 3, 3
          from p, generate_series(1, p.pairs) i"),

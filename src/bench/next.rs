@@ -217,7 +217,7 @@ async fn consume(pool: &PgPool, project: Uuid, n: i64) -> anyhow::Result<()> {
         "with r as (select array_agg(user_id order by user_id) as ids from project_members
                     where project_id = $1 and role = 'annotator'),
          c as (select id, overlap, row_number() over (order by priority desc, seq) as n
-               from comparisons where project_id = $1 and judged_count = 0 and leased_count = 0
+               from comparisons where project_id = $1 and taken_count = 0
                order by priority desc, seq limit $2),
          a as (insert into assignments (comparison_id, project_id, rater_id, left_is_a, state,
                                         created_at, expires_at, judged_at)
@@ -230,7 +230,7 @@ async fn consume(pool: &PgPool, project: Uuid, n: i64) -> anyhow::Result<()> {
                                       displayed_choice, left_is_a, duration_ms, created_at)
                select id, comparison_id, $1, rater_id, case when left_is_a then 'a' else 'b' end,
                       'left', left_is_a, 3000, judged_at from a)
-         update comparisons set judged_count = overlap where id in (select id from c)",
+         update comparisons set taken_count = overlap where id in (select id from c)",
     )
     .bind(project)
     .bind(n)
@@ -262,7 +262,7 @@ async fn prioritise(pool: &PgPool, project: Uuid, n: i64) -> anyhow::Result<()> 
 async fn see_head(pool: &PgPool, project: Uuid, rater: Uuid, n: i64) -> anyhow::Result<()> {
     sqlx::query(
         "with c as (select c.id from comparisons c
-                    where c.project_id = $1 and c.judged_count + c.leased_count + 1 < c.overlap
+                    where c.project_id = $1 and c.taken_count + 1 < c.overlap
                       and not exists (select 1 from assignments a
                                       where a.comparison_id = c.id and a.rater_id = $2)
                     order by c.priority desc, c.seq limit $3),
@@ -273,7 +273,7 @@ async fn see_head(pool: &PgPool, project: Uuid, rater: Uuid, n: i64) -> anyhow::
          j as (insert into judgments (assignment_id, comparison_id, project_id, rater_id, choice,
                                       displayed_choice, left_is_a, duration_ms)
                select id, comparison_id, $1, $2, 'a', 'left', true, 3000 from a)
-         update comparisons set judged_count = judged_count + 1 where id in (select id from c)",
+         update comparisons set taken_count = taken_count + 1 where id in (select id from c)",
     )
     .bind(project)
     .bind(rater)

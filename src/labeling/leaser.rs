@@ -266,7 +266,7 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                                  and m.role in ('annotator', 'lead')))
                and {LAX_COMMIT}),
          {expired},
-         reaped as (update comparisons c set leased_count = c.leased_count - p.n
+         reaped as (update comparisons c set taken_count = c.taken_count - p.n
                     from per_pair p where c.id = p.comparison_id),
          s as (
              select w.*,
@@ -291,7 +291,7 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              select x.* from (select project_id, count(*) as k from e group by project_id) ep
              cross join lateral (
                  select c.id, c.project_id,
-                        c.overlap - c.judged_count - c.leased_count as free
+                        c.overlap - c.taken_count as free
                  from comparisons c
                  where c.project_id = ep.project_id and c.is_open
                    and c.id not in (select comparison_id from per_pair)
@@ -318,10 +318,12 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                                    offset 0)
                  limit 1) x on true),
          picked as (
-             update comparisons c set leased_count = c.leased_count + t.k
+             update comparisons c set taken_count = c.taken_count + t.k
              from (select pick, count(*) as k from turns where pick is not null group by pick) t
              where c.id = t.pick
-             returning c.id, c.prompt, c.rollout_a, c.rollout_b),
+             returning c.id, c.project_id, c.prompt, c.rollout_a, c.rollout_b,
+                       c.generated and not c.is_open as filled),
+         {refill},
          assigned as (
              insert into assignments (comparison_id, project_id, rater_id, left_is_a, expires_at,
                                       kind)
@@ -344,6 +346,7 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          select s.ord, s.gold_rate, s.repeat_rate, s.paused, s.held, s.held_pair,
                 s.held_left_is_a, s.held_expires_at, s.held_count, shown.id, shown.expires_at,
                 shown.prompt, shown.a_body, shown.a_clip, shown.b_body, shown.b_clip
-         from s left join shown on shown.ord = s.ord"
+         from s left join shown on shown.ord = s.ord",
+        refill = crate::selection::job::refill_cte("picked"),
     )
 });

@@ -167,13 +167,15 @@ impl Batch for Judging {
 
 /// The judgments in one statement: for each pending judgment whose assignment
 /// is the rater's live lease and whose answer fits the project, the assignment
-/// is marked judged, the judgment written, the pair's counts changed and any job
-/// the judgments call for queued. Returns the judgments written.
+/// is marked judged, the judgment written and any job the judgments call for
+/// queued. The pair is not written: its lease's slot stays taken by the
+/// judgment (migration `taken_slots`), unless the rater is excluded.
 ///
 /// Concurrency: the update locks each assignment; a concurrent judgment or reap
 /// of one makes PostgreSQL re-check the conditions on the new version, so one
-/// wins and the other changes nothing. Pairs are locked in id order before they
-/// are counted, so two batches sharing pairs cannot deadlock on them. Every
+/// wins and the other changes nothing. The pairs of excluded raters' judgments
+/// are locked in id order before they are counted, so two batches sharing
+/// pairs cannot deadlock on them. Every
 /// sub-statement sees the snapshot taken before the batch, so the training and
 /// quality checks add each project's judgments in the batch to what they count.
 async fn store(
@@ -219,32 +221,23 @@ async fn store(
                         idempotency_key, replays, answered_before_clip_end, kind
                  from a
                  returning {JUDGMENT_COLUMNS}),
-             -- the pairs to count, locked in id order (below the sort), so two
-             -- batches lock the pairs they share in the same order
+             -- a regular lease's slot of the pair's coverage stays taken by its
+             -- judgment, so the pair is not written, unless the rater is excluded:
+             -- their judgments cover nothing, and the slot is given back
+             -- (re-including them takes it again). Those pairs are locked in id
+             -- order (below the sort) before they are counted, as the waiting reap
+             -- locks them, so the two cannot deadlock; two judgments of one pair
+             -- count together, as an update changes a row once.
              pairs as (
                  select id from comparisons
-                 where id in (select comparison_id from a where kind = 'regular')
+                 where id in (select comparison_id from a where kind = 'regular' and excluded)
                  order by id
                  for no key update),
-             -- only a regular assignment holds a slot of the pair's coverage; an
-             -- excluded rater's judgment does not cover the pair (re-including
-             -- them counts it then); two judgments of one pair count together, as
-             -- an update changes a row once
-             c as (
-                 update comparisons c
-                 set judged_count = c.judged_count + n.judged,
-                     leased_count = c.leased_count - n.judgments
-                 from (select comparison_id, count(*) filter (where not excluded) as judged,
-                              count(*) as judgments
-                       from a where kind = 'regular' group by comparison_id) n
-                 where c.id = n.comparison_id and c.id in (select id from pairs)
-                 returning c.project_id, c.generated and c.judged_count >= c.overlap as refill),
-             -- a generated pair is complete: the generator tops the queue up again
-             refill as (
-                 insert into jobs (kind, project_id, payload)
-                 select '{select}', project_id, '{{\"reason\": \"pair judged\"}}'
-                 from (select distinct project_id from c where refill) r
-                 on conflict (project_id, kind) where status = 'queued' do nothing),
+             freed as (
+                 update comparisons c set taken_count = c.taken_count - n.k
+                 from (select comparison_id, count(*) as k from a
+                       where kind = 'regular' and excluded group by comparison_id) n
+                 where c.id = n.comparison_id and c.id in (select id from pairs)),
              -- how many judgments each project gets: the checks below see the
              -- snapshot before them, so they add these
              b as (select project_id, count(*) as n from a group by project_id),
@@ -259,7 +252,6 @@ async fn store(
              quality as ({quality})
              select * from j",
             training_due = crate::jobs::storage::training_due("b.n"),
-            select = crate::selection::job::KIND,
             quality = crate::quality::store::refresh_if_due("b"),
         )
     });

@@ -217,7 +217,7 @@ pub async fn set_excluded(
         // Relative updates under the row lock, so a judgment committing at the same time is
         // not lost (a recount from a snapshot could miss it).
         pairs = sqlx::query(
-            "update comparisons c set judged_count = c.judged_count + case when $3 then -1 else 1 end
+            "update comparisons c set taken_count = c.taken_count + case when $3 then -1 else 1 end
              where c.id in (select j.comparison_id from judgments j
                             where j.project_id = $1 and j.rater_id = $2 and j.kind = 'regular')",
         )

@@ -185,7 +185,7 @@ pub async fn refresh(pool: &PgPool, project_id: Uuid, scorer: Scorer<'_>) -> Res
     let rows: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
         "select c.id, c.rollout_a, c.rollout_b from comparisons c join projects p on p.id = c.project_id
          where c.project_id = $1 and c.generated and c.priority between 1 and $2
-           and c.judged_count = 0 and c.leased_count = 0 and p.strategy <> 'random'",
+           and c.taken_count = 0 and p.strategy <> 'random'",
     )
     .bind(project_id)
     .bind(score::MAX_SCORED)
@@ -205,7 +205,7 @@ pub async fn refresh(pool: &PgPool, project_id: Uuid, scorer: Scorer<'_>) -> Res
     let n = sqlx::query(
         "update comparisons c set priority = t.p
          from unnest($1::uuid[], $2::int[]) as t(id, p)
-         where c.id = t.id and c.judged_count = 0 and c.leased_count = 0",
+         where c.id = t.id and c.taken_count = 0",
     )
     .bind(&pair_ids)
     .bind(&priorities)

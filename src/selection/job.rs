@@ -1,7 +1,8 @@
 //! The `select` job: re-score the open candidates with the current model
 //! (queue refresh), then top the project's queue up with generated pairs. The
-//! judging transaction queues it (debounced: one queued per project) when it
-//! completes a generated pair, and the train job when it publishes a version.
+//! leasing statement queues it (debounced: one queued per project) when it
+//! takes the last slot of a generated pair ([`refill_cte`]), and the train job
+//! when it publishes a version.
 
 use std::sync::Arc;
 
@@ -25,6 +26,20 @@ pub fn handlers(store: ClipStore) -> Handlers {
     let handler: Handler = Arc::new(move |ctx: &JobContext| run(ctx, &store, &cache));
     handlers.insert(KIND, handler);
     handlers
+}
+
+/// A common table expression, `refill`, that queues this job (debounced) for the
+/// projects of `source`'s rows whose `filled` is true: a lease that took the last
+/// slot of a generated pair leaves its project one open generated pair short of
+/// its target, which the job tops up. `source` also names `project_id`.
+pub fn refill_cte(source: &str) -> String {
+    format!(
+        "refill as (
+             insert into jobs (kind, project_id, payload)
+             select distinct '{KIND}', project_id, '{{\"reason\": \"pair taken\"}}'::jsonb
+             from {source} where filled
+             on conflict (project_id, kind) where status = 'queued' do nothing)"
+    )
 }
 
 /// After a new model version: queue the job for a project whose strategy

@@ -5,8 +5,8 @@
 //! Generated pairs are ordinary `comparisons` rows (`generated = true`), so
 //! `next` serves them through the same open-pairs index with no change. The
 //! generator keeps `open_target` generated pairs open: it runs after a rollout
-//! import, after a settings change, and as the `select` job that the judging
-//! transaction queues when it completes a generated pair.
+//! import, after a settings change, and as the `select` job that the leasing
+//! statement queues when it takes the last slot of a generated pair.
 
 pub mod generate;
 pub mod import;

@@ -205,7 +205,7 @@ async fn expired_leases_return_to_the_queue_and_cannot_be_judged() {
     let res = app.get("/api/v1/projects/lease/next", &r2).await;
     assert_eq!(res.status, StatusCode::OK);
     let (judged, leased): (i32, i32) =
-        sqlx::query_as("select judged_count, leased_count from comparisons")
+        sqlx::query_as("select judged_count, leased_count from pair_counts")
             .fetch_one(&app.pool)
             .await
             .unwrap();
@@ -710,4 +710,64 @@ async fn the_narrowed_unique_indexes_keep_their_rules() {
         .await
         .unwrap();
     repeat_of(ids[0], ids[2]).execute(pool).await.unwrap();
+}
+
+/// A judgment keeps the slot its lease took: it writes its assignment and its
+/// own row, never the pair (migration `taken_slots`), and the pair then reads
+/// as judged once, leased none, still open for the second rater of two.
+#[tokio::test]
+async fn a_judgment_does_not_write_its_pair() {
+    let app = app().await;
+    let lead = app.project("keep", json!({"overlap": 2})).await;
+    app.import_text_pairs("keep", &lead, 1).await;
+    let r1 = app.annotator("keep", &lead, "r1").await;
+    let r2 = app.annotator("keep", &lead, "r2").await;
+    let id = app.get("/api/v1/projects/keep/next", &r1).await.json()["assignment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let version = || async {
+        sqlx::query_scalar::<_, String>("select xmin::text from comparisons")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let leased = version().await;
+    let res = app
+        .post(
+            &format!("/api/v1/assignments/{id}/judgment"),
+            &r1,
+            json!({"choice": "left"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    assert_eq!(
+        version().await,
+        leased,
+        "the judgment left the pair's row as it was"
+    );
+    let counts: (i32, i32, i32, bool) = sqlx::query_as(
+        "select n.taken_count, n.judged_count, n.leased_count, c.is_open
+         from pair_counts n join comparisons c on c.id = n.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (1, 1, 0, true));
+    assert_eq!(app.miscounted_pairs().await, 0);
+    // The second slot goes to r2, and then the pair is closed.
+    let res = app
+        .judge_next("keep", &r2, json!({"choice": "right"}))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    assert_eq!(
+        app.count("select count(*) from pair_counts where judged_count = 2 and leased_count = 0")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("select count(*) from comparisons where is_open")
+            .await,
+        0
+    );
 }

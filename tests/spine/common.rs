@@ -276,6 +276,24 @@ impl TestApp {
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
+
+    /// Pairs whose count of taken slots disagrees with what takes them: their
+    /// regular leases still held plus their regular judgments by raters not
+    /// excluded (migration `taken_slots`). Zero whenever the counts are right.
+    pub async fn miscounted_pairs(&self) -> i64 {
+        self.count(
+            "select count(*) from comparisons c
+             where c.taken_count <>
+                   (select count(*) from assignments a
+                    where a.comparison_id = c.id and a.kind = 'regular' and a.state = 'leased')
+                 + (select count(*) from judgments j
+                    left join project_members m
+                        on m.project_id = j.project_id and m.user_id = j.rater_id
+                    where j.comparison_id = c.id and j.kind = 'regular'
+                      and m.excluded_at is null)",
+        )
+        .await
+    }
 }
 
 /// JSONL of `n` text pairs.

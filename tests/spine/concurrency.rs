@@ -63,9 +63,10 @@ async fn fifty_raters_racing_for_twenty_pairs_never_over_assign() {
         .await;
     assert_eq!(repeats, 0);
     let counters = app
-        .count("select count(*) from comparisons where judged_count <> 3 or leased_count <> 0")
+        .count("select count(*) from pair_counts where judged_count <> 3 or leased_count <> 0")
         .await;
     assert_eq!(counters, 0);
+    assert_eq!(app.miscounted_pairs().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -274,12 +275,13 @@ async fn judgments_that_wait_are_written_together_and_a_pair_judged_twice_counts
     );
     // Three judgments of each of four pairs, counted, with no lease left over.
     let counts: Vec<(i32, i32)> = sqlx::query_as(
-        "select judged_count, leased_count from comparisons where judged_count > 0 order by 1",
+        "select judged_count, leased_count from pair_counts where judged_count > 0 order by 1",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(counts, vec![(3, 0); 4]);
+    assert_eq!(app.miscounted_pairs().await, 0);
     assert_eq!(
         app.count("select count(*) from assignments where state = 'judged'")
             .await,
@@ -327,16 +329,17 @@ async fn one_bad_judgment_in_a_batch_is_refused_alone() {
     );
     assert_eq!(app.count("select count(*) from judgments").await, 6);
     assert_eq!(
-        app.count("select count(*) from comparisons where judged_count = 1 and leased_count = 0")
+        app.count("select count(*) from pair_counts where judged_count = 1 and leased_count = 0")
             .await,
         6
     );
     assert_eq!(
-        app.count("select count(*) from comparisons where leased_count = 1")
+        app.count("select count(*) from pair_counts where leased_count = 1")
             .await,
         1,
         "the refused judgment's lease is still held"
     );
+    assert_eq!(app.miscounted_pairs().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -383,9 +386,10 @@ async fn lease_state(app: &TestApp, id: uuid::Uuid) -> String {
         .unwrap()
 }
 
-/// A pair's judged and leased counts.
+/// A pair's judged and leased counts, once its taken slots are checked.
 async fn pair_counts(app: &TestApp, pair: uuid::Uuid) -> (i32, i32) {
-    sqlx::query_as("select judged_count, leased_count from comparisons where id = $1")
+    assert_eq!(app.miscounted_pairs().await, 0);
+    sqlx::query_as("select judged_count, leased_count from pair_counts where id = $1")
         .bind(pair)
         .fetch_one(&app.pool)
         .await
@@ -464,7 +468,7 @@ async fn next_waits_for_a_locked_pairs_expired_lease_rather_than_answer_nothing_
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_ne!(res.json()["assignment_id"], held.assignment.as_str());
     let (judged, leased): (i32, i32) =
-        sqlx::query_as("select judged_count, leased_count from comparisons")
+        sqlx::query_as("select judged_count, leased_count from pair_counts")
             .fetch_one(&app.pool)
             .await
             .unwrap();
@@ -721,14 +725,14 @@ async fn next_calls_that_wait_are_leased_together_within_each_raters_history() {
     let mismatched = app
         .count(
             "select count(*) from comparisons c join projects p on p.id = c.project_id
-             where p.slug = 'lb' and (c.judged_count + c.leased_count > 2
-                or c.leased_count <> (select count(*) from assignments a
-                                      where a.comparison_id = c.id and a.state = 'leased')
-                or c.judged_count <> (select count(*) from assignments a
-                                      where a.comparison_id = c.id and a.state = 'judged'))",
+             where p.slug = 'lb' and (c.taken_count > 2
+                or c.taken_count <> (select count(*) from assignments a
+                                     where a.comparison_id = c.id
+                                       and a.state in ('leased', 'judged')))",
         )
         .await;
     assert_eq!(mismatched, 0);
+    assert_eq!(app.miscounted_pairs().await, 0);
     assert_eq!(
         app.count(
             "select count(*) from assignments a join projects p on p.id = a.project_id

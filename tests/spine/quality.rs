@@ -119,12 +119,12 @@ async fn gold_is_mixed_in_at_its_rate_looks_the_same_and_never_counts_for_covera
     assert_eq!(shapes.len(), 1, "{shapes:?}");
     // Coverage counts only regular judgments; no gold pair was counted or over-assigned.
     assert_eq!(
-        app.count("select coalesce(sum(judged_count), 0)::bigint from comparisons")
+        app.count("select coalesce(sum(judged_count), 0)::bigint from pair_counts")
             .await,
         regular.len() as i64
     );
     assert_eq!(
-        app.count("select count(*) from comparisons where gold is not null and judged_count > 0")
+        app.count("select count(*) from comparisons c join pair_counts n on n.id = c.id where c.gold is not null and n.judged_count > 0")
             .await,
         0
     );
@@ -187,7 +187,7 @@ async fn repeats_come_back_with_the_sides_swapped_and_count_once() {
     );
     // Every pair judged exactly once towards coverage, though some were judged twice.
     assert_eq!(
-        app.count("select count(*) from comparisons where judged_count <> 1")
+        app.count("select count(*) from pair_counts where judged_count <> 1")
             .await,
         0
     );
@@ -274,10 +274,11 @@ async fn exclusion_is_previewed_audited_requeues_and_reverses() {
     let res = app.judge_next("x", &bad, json!({"choice": "left"})).await;
     assert_eq!(res.status, StatusCode::CREATED);
     assert_eq!(
-        app.count("select coalesce(sum(judged_count), 0)::bigint from comparisons")
+        app.count("select coalesce(sum(judged_count), 0)::bigint from pair_counts")
             .await,
         0
     );
+    assert_eq!(app.miscounted_pairs().await, 0);
     // The pairs the excluded rater covered go back to the queue: the other rater gets all 4.
     for _ in 0..4 {
         let res = app.judge_next("x", &good, json!({"choice": "right"})).await;
@@ -307,10 +308,11 @@ async fn exclusion_is_previewed_audited_requeues_and_reverses() {
         8
     );
     assert_eq!(
-        app.count("select coalesce(sum(judged_count), 0)::bigint from comparisons")
+        app.count("select coalesce(sum(judged_count), 0)::bigint from pair_counts")
             .await,
         8
     );
+    assert_eq!(app.miscounted_pairs().await, 0);
     assert_eq!(
         app.count(
             "select count(*) from audit_log where action = 'include_rater' and actor_id is not null"

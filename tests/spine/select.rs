@@ -228,7 +228,7 @@ async fn the_strategy_setting_is_validated_and_audited() {
 }
 
 #[tokio::test]
-async fn next_serves_generated_pairs_and_judging_refills_the_queue() {
+async fn next_serves_generated_pairs_and_taking_them_refills_the_queue() {
     let app = app().await;
     let lead = app.project("e2e", json!({"overlap": 1})).await;
     let res = put_selection(
@@ -246,9 +246,16 @@ async fn next_serves_generated_pairs_and_judging_refills_the_queue() {
     let ann = app.annotator("e2e", &lead, "ann").await;
     // The first three pairs cover all six rollouts, and `next` serves them in that order.
     let mut seen = HashSet::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let res = app.get("/api/v1/projects/e2e/next", &ann).await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        // The lease took the pair's last slot: the refill is queued at once.
+        assert_eq!(
+            app.count("select count(*) from jobs where kind = 'select' and status = 'queued'")
+                .await,
+            1,
+            "after lease {i}"
+        );
         let pair = res.json();
         assert_eq!(pair["prompt"], "prompt of group 0", "{pair}");
         let id = pair["assignment_id"].as_str().unwrap().to_owned();
@@ -265,7 +272,7 @@ async fn next_serves_generated_pairs_and_judging_refills_the_queue() {
     }
     assert_eq!(seen.len(), 6, "every rollout shown once");
     assert_eq!(app.count("select count(*) from judgments").await, 3);
-    // Completing generated pairs queued one (debounced) refill job; running it tops up.
+    // Taking generated pairs queued one (debounced) refill job; running it tops up.
     assert_eq!(
         app.count("select count(*) from jobs where kind = 'select' and status = 'queued'")
             .await,
@@ -278,10 +285,8 @@ async fn next_serves_generated_pairs_and_judging_refills_the_queue() {
     );
     assert_eq!(runner.drain().await.unwrap(), 1);
     assert_eq!(
-        app.count(
-            "select count(*) from comparisons where generated and judged_count + leased_count < overlap"
-        )
-        .await,
+        app.count("select count(*) from comparisons where generated and is_open")
+            .await,
         3
     );
     let res = app
@@ -371,7 +376,8 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_eq!(res.json()["generated"], 10);
     let scored: Vec<i32> = sqlx::query_scalar(
-        "select priority from comparisons where generated and judged_count = 0 order by seq",
+        "select priority from comparisons
+         where generated and id in (select id from pair_counts where judged_count = 0) order by seq",
     )
     .fetch_all(&app.pool)
     .await
@@ -399,10 +405,13 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
 
     // A new version re-scores the open, unleased, unjudged candidates in place;
     // the leased pair keeps its priority.
-    sqlx::query("update comparisons set priority = 3 where generated and judged_count = 0")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "update comparisons set priority = 3
+         where generated and id in (select id from pair_counts where judged_count = 0)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let model: Uuid = sqlx::query_scalar("select current_model from projects")
         .fetch_one(&app.pool)
         .await
@@ -417,7 +426,7 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
         .unwrap();
     assert_eq!(result["rescored"], 9, "{result}");
     assert_eq!(
-        app.count("select count(*) from comparisons where priority = 3 and leased_count = 1")
+        app.count("select count(*) from comparisons c join pair_counts n on n.id = c.id where c.priority = 3 and n.leased_count = 1")
             .await,
         1
     );
@@ -449,7 +458,7 @@ async fn uncertainty_asks_the_most_disputed_pairs_and_a_new_model_refreshes_the_
     let top: (i32, Option<String>, Option<String>) = sqlx::query_as(
         "select c.priority, ra.external_id, rb.external_id from comparisons c
          join rollouts ra on ra.id = c.rollout_a join rollouts rb on rb.id = c.rollout_b
-         where c.generated and c.judged_count + c.leased_count < c.overlap
+         where c.generated and c.is_open
          order by c.priority desc, c.seq limit 1",
     )
     .fetch_one(&app.pool)

@@ -39,7 +39,7 @@ async fn simulated_raters_label_every_pair_overlap_times() {
     assert_eq!(
         scalar(
             &pool,
-            "select count(*) from comparisons where judged_count <> 2"
+            "select count(*) from pair_counts where judged_count <> 2"
         )
         .await,
         0,
@@ -110,7 +110,7 @@ async fn simulated_gif_clips_are_ingested_and_labelled() {
     assert_eq!(
         scalar(
             &pool,
-            "select count(*) from comparisons where judged_count <> 1"
+            "select count(*) from pair_counts where judged_count <> 1"
         )
         .await,
         0
