@@ -4,7 +4,7 @@
 -- one slot from the first to the second: an update of the pair (and a lock on
 -- it) in every judging statement, though the pair's openness never changed.
 -- The pair now counts only its taken slots: a regular lease takes one; an
--- expired, released or reported lease gives it back; a judgment keeps it,
+-- expired or reported lease gives it back; a judgment keeps it,
 -- unless its rater is excluded (their judgments cover nothing, as before:
 -- excluding a rater gives back the slots of their judgments, and including
 -- them again takes those back). So

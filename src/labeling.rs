@@ -3,8 +3,9 @@
 //! Concurrency design: a pair's row in `comparisons` carries `taken_count`,
 //! its slots taken by leases and by the judgments that answered them (see
 //! migration `taken_slots`; the view `pair_counts` tells the two apart),
-//! changed only by the statements that lease, give leases back, and exclude
-//! raters: a judgment keeps its lease's slot and does not write the pair.
+//! changed only by the statements that lease, give leases back, and exclude or
+//! include raters: a judgment keeps its lease's slot and does not write the
+//! pair, unless its rater is excluded (it gives the slot back).
 //! `next` picks an open pair with
 //! `FOR UPDATE SKIP LOCKED`, so concurrent raters take different rows; when a
 //! row was changed by a transaction that committed after our snapshot,
@@ -12,7 +13,8 @@
 //! version before locking it, so a pair is never
 //! over-assigned. Expired leases
 //! are reaped (and their slot given back) by `next`'s statement, skipping rows
-//! another statement holds, so that statement never waits for a row lock; when
+//! another statement holds, so that statement never waits for a row lock (only,
+//! briefly, for another transaction queuing the same refill job); when
 //! it finds nothing to lease, a second reap waits for those rows (locking pairs
 //! in id order, as a batch with an excluded rater's judgments does) before the
 //! waiting pick.
@@ -21,8 +23,8 @@
 //! next`): a regular `next` is one statement (look up the caller and the
 //! project, reap, the rater's leases, pick, take a slot, lease, read the pair:
 //! [`next_by_credential`]); a judgment is one statement (look up a bearer
-//! token, judge the lease, write the judgment, count it, queue the jobs it
-//! calls for), each its own transaction. Under load the calls waiting at one
+//! token, judge the lease, write the judgment, queue the jobs it calls for),
+//! each its own transaction. Under load the calls waiting at one
 //! moment share one statement: the judgments ([`writer`]), and the `next`
 //! calls ([`leaser`]). The uncommon answers (a quality check, a refusal) take a
 //! few more.
@@ -234,7 +236,8 @@ static ASSIGN_ALONE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new
 /// picked in the same statement (a row is changed once per statement); the
 /// waiting pick that follows an empty answer sees it.
 ///
-/// The statement never waits for a row lock: the pairs it reaps are locked
+/// The statement never waits for a row lock (its refill insert may wait, briefly,
+/// for another transaction queuing the same job): the pairs it reaps are locked
 /// with the leases (the reap itself runs last, as it is referenced by nothing),
 /// and the pick skips what is locked. So it cannot deadlock with a batch of
 /// judgments, which locks the pairs of excluded raters' judgments (in id order)
@@ -742,8 +745,9 @@ pub const MAX_TEXT: usize = 10_000;
 /// The common case is one statement, committed on its own, that `writer` shares
 /// with the other judgments waiting when it is free (see [`writer`]): the
 /// assignment is marked judged only if it is the caller's live lease and the
-/// answer fits the project, and in the same statement the judgment is written,
-/// the pair's counts change and any job the judgment calls for is queued. When
+/// answer fits the project, and in the same statement the judgment is written
+/// (the pair keeps the slot the lease took, unless the rater is excluded) and
+/// any job the judgment calls for is queued. When
 /// that statement changes nothing for it, [`refusal`] reads why and answers as
 /// the caller needs (a replay, or the error), so every refusal is explained by
 /// one code path.

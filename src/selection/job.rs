@@ -31,13 +31,18 @@ pub fn handlers(store: ClipStore) -> Handlers {
 /// A common table expression, `refill`, that queues this job (debounced) for the
 /// projects of `source`'s rows whose `filled` is true: a lease that took the last
 /// slot of a generated pair leaves its project one open generated pair short of
-/// its target, which the job tops up. `source` also names `project_id`.
+/// its target, which the job tops up. `source` also names `project_id`. The
+/// projects are queued in id order, so two leasing statements (of two servers)
+/// that queue for the same projects wait for each other in one order, never in
+/// a cycle. Should the lease expire, its pair opens again, and the project
+/// then has one open generated pair more than its target until one is taken.
 pub fn refill_cte(source: &str) -> String {
     format!(
         "refill as (
              insert into jobs (kind, project_id, payload)
              select distinct '{KIND}', project_id, '{{\"reason\": \"pair taken\"}}'::jsonb
              from {source} where filled
+             order by project_id
              on conflict (project_id, kind) where status = 'queued' do nothing)"
     )
 }
