@@ -131,10 +131,7 @@ async fn idempotent_replay_returns_the_same_judgment() {
     let lead = app.project("idem", json!({})).await;
     app.import_text_pairs("idem", &lead, 2).await;
     let r1 = app.annotator("idem", &lead, "r1").await;
-    let id = app.get("/api/v1/projects/idem/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("idem", &r1).await;
     let uri = format!("/api/v1/assignments/{id}/judgment");
     let submit = |key: &'static str| {
         let req = Request::post(&uri)
@@ -156,10 +153,7 @@ async fn idempotent_replay_returns_the_same_judgment() {
     assert_eq!(other.status, StatusCode::CONFLICT);
     assert_eq!(other.code(), "already_judged");
     // The same key on another assignment is refused.
-    let id2 = app.get("/api/v1/projects/idem/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id2 = app.lease("idem", &r1).await;
     let req = Request::post(format!("/api/v1/assignments/{id2}/judgment"))
         .header(header::AUTHORIZATION, format!("Bearer {r1}"))
         .header(header::CONTENT_TYPE, "application/json")
@@ -179,10 +173,7 @@ async fn expired_leases_return_to_the_queue_and_cannot_be_judged() {
     app.import_text_pairs("lease", &lead, 1).await;
     let r1 = app.annotator("lease", &lead, "r1").await;
     let r2 = app.annotator("lease", &lead, "r2").await;
-    let id = app.get("/api/v1/projects/lease/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("lease", &r1).await;
     // The only pair is leased: nothing for r2.
     assert_eq!(
         app.get("/api/v1/projects/lease/next", &r2).await.status,
@@ -225,10 +216,7 @@ async fn someone_elses_assignment_is_refused() {
     app.import_text_pairs("mine", &lead, 1).await;
     let r1 = app.annotator("mine", &lead, "r1").await;
     let r2 = app.annotator("mine", &lead, "r2").await;
-    let id = app.get("/api/v1/projects/mine/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("mine", &r1).await;
     let res = app
         .post(
             &format!("/api/v1/assignments/{id}/judgment"),
@@ -269,10 +257,7 @@ async fn judgments_are_checked_against_the_project_settings() {
         .await;
     app.import_text_pairs("strict", &lead, 1).await;
     let r1 = app.annotator("strict", &lead, "r1").await;
-    let id = app.get("/api/v1/projects/strict/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("strict", &r1).await;
     let uri = format!("/api/v1/assignments/{id}/judgment");
     for (body, needle) in [
         (
@@ -466,10 +451,7 @@ async fn judgments_are_append_only() {
     let lead = app.project("ao", json!({})).await;
     app.import_text_pairs("ao", &lead, 1).await;
     let r1 = app.annotator("ao", &lead, "r1").await;
-    let id = app.get("/api/v1/projects/ao/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("ao", &r1).await;
     app.post(
         &format!("/api/v1/assignments/{id}/judgment"),
         &r1,
@@ -502,11 +484,7 @@ async fn keys_tie_a_judgment_to_its_assignment_and_an_assignment_to_its_project(
     app.import_text_pairs("k1", &lead, 2).await;
     let r1 = app.annotator("k1", &lead, "r1").await;
     app.annotator("k1", &lead, "r2").await;
-    let id: uuid::Uuid = app.get("/api/v1/projects/k1/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id: uuid::Uuid = app.lease("k1", &r1).await.parse().unwrap();
     let k2 = "(select id from projects where slug = 'k2')";
     let other_rater = "(select id from users where name = 'r2')";
     let mut refused = vec![format!(
@@ -722,10 +700,7 @@ async fn a_judgment_does_not_write_its_pair() {
     app.import_text_pairs("keep", &lead, 1).await;
     let r1 = app.annotator("keep", &lead, "r1").await;
     let r2 = app.annotator("keep", &lead, "r2").await;
-    let id = app.get("/api/v1/projects/keep/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("keep", &r1).await;
     let version = || async {
         sqlx::query_scalar::<_, String>("select xmin::text from comparisons")
             .fetch_one(&app.pool)

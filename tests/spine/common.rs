@@ -262,13 +262,18 @@ impl TestApp {
         assert_eq!(res.json()["imported"], n);
     }
 
-    /// Ask for the next pair of a project and answer it; the judgment's response.
-    pub async fn judge_next(&self, slug: &str, token: &str, body: serde_json::Value) -> Res {
+    /// Ask for the next pair of a project; its assignment's id.
+    pub async fn lease(&self, slug: &str, token: &str) -> String {
         let res = self
             .get(&format!("/api/v1/projects/{slug}/next"), token)
             .await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-        let id = res.json()["assignment_id"].as_str().unwrap().to_owned();
+        res.json()["assignment_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Ask for the next pair of a project and answer it; the judgment's response.
+    pub async fn judge_next(&self, slug: &str, token: &str, body: serde_json::Value) -> Res {
+        let id = self.lease(slug, token).await;
         self.post(&format!("/api/v1/assignments/{id}/judgment"), token, body)
             .await
     }

@@ -105,10 +105,7 @@ async fn concurrent_retries_with_one_key_store_one_judgment() {
     let lead = app.project("retry", json!({})).await;
     app.import_text_pairs("retry", &lead, 1).await;
     let r1 = app.annotator("retry", &lead, "r1").await;
-    let id = app.get("/api/v1/projects/retry/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("retry", &r1).await;
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let (app, r1, id) = (app.clone(), r1.clone(), id.clone());

@@ -38,10 +38,7 @@ async fn reporting_skips_the_pair_and_frees_its_slot() {
     app.import_text_pairs("rep", &lead, 1).await;
     let r1 = app.annotator("rep", &lead, "r1").await;
     let r2 = app.annotator("rep", &lead, "r2").await;
-    let id = app.get("/api/v1/projects/rep/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("rep", &r1).await;
     let uri = format!("/api/v1/assignments/{id}/report");
     assert_eq!(
         app.post(&uri, &r2, json!({"reason": "x"})).await.status,
@@ -134,10 +131,7 @@ async fn progress_and_clip_viewing_fields() {
         p,
         json!({"today": 0, "total": 0, "streak_days": 0, "session": 0, "remaining": 4})
     );
-    let id = app.get("/api/v1/projects/prog/next", &r1).await.json()["assignment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.lease("prog", &r1).await;
     let body = json!({"choice": "right", "replays": 2, "answered_before_clip_end": true, "duration_ms": 900});
     let res = app
         .post(&format!("/api/v1/assignments/{id}/judgment"), &r1, body)
