@@ -305,7 +305,7 @@ pub async fn import(pool: &PgPool, access: &Access, body: &[u8]) -> Result<Impor
     let (mut c_id, mut c_ext, mut c_prompt, mut c_a, mut c_b, mut c_meta) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for p in &fresh {
-        c_id.push(Uuid::new_v4());
+        c_id.push(Uuid::now_v7());
         c_ext.push(p.id.clone());
         c_prompt.push(p.prompt.clone());
         c_a.push(r.push(&p.a, &known));
@@ -371,7 +371,7 @@ pub(crate) struct RolloutColumns {
 
 impl RolloutColumns {
     pub fn push(&mut self, r: &RolloutLine, known: &HashMap<String, String>) -> Uuid {
-        let id = Uuid::new_v4();
+        let id = Uuid::now_v7();
         self.id.push(id);
         self.body.push(r.text.clone());
         self.clip

@@ -746,3 +746,47 @@ async fn a_judgment_does_not_write_its_pair() {
         0
     );
 }
+
+/// The rows the hot path writes get version-7 ids (migration
+/// `time_ordered_ids`): they start with the time they were made, so new rows go
+/// to the right edge of the indexes that lead with the id. Pairs and rollouts
+/// made by the import (ids from Rust) and by a plain insert (the column's
+/// default) alike.
+#[tokio::test]
+async fn new_rows_get_time_ordered_ids() {
+    let app = app().await;
+    let millis = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    };
+    let start = millis(std::time::SystemTime::now());
+    let lead = app.project("ids", json!({})).await;
+    app.import_text_pairs("ids", &lead, 2).await;
+    let r1 = app.annotator("ids", &lead, "r1").await;
+    let res = app.judge_next("ids", &r1, json!({"choice": "left"})).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    app.lease("ids", &r1).await;
+    sqlx::query("insert into rollouts (project_id, body) select id, 'by default' from projects")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let end = millis(std::time::SystemTime::now());
+    let ids: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "select 'rollout', id from rollouts union all select 'pair', id from comparisons
+         union all select 'assignment', id from assignments
+         union all select 'judgment', id from judgments",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // 5 rollouts, 2 pairs, 2 assignments, 1 judgment
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    for (table, id) in &ids {
+        assert_eq!(id.get_version_num(), 7, "{table} {id}");
+        let (secs, nanos) = id.get_timestamp().expect("a v7 id has a time").to_unix();
+        let made = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(
+            (start..=end).contains(&made),
+            "{table} {id}: made at {made}, not in {start}..={end}"
+        );
+    }
+}
