@@ -51,6 +51,12 @@ pub struct BenchOpts {
     /// statements may be separated by `;`.
     #[arg(long, value_name = "SQL")]
     pub before_levels: Option<String>,
+    /// Each simulated rater judges and takes its next pair in one call
+    /// (`POST /projects/{slug}/next`) instead of two (`GET /next`, then `POST
+    /// /assignments/{id}/judgment`). `submit` is then that call, and `next` a
+    /// rater's first `GET /next` of each token in a level.
+    #[arg(long)]
+    pub combined: bool,
 }
 
 const BENCH_DB: &str = "backflip_bench";
@@ -116,8 +122,13 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     let harness = Harness::start(&pool, max_raters).await?;
 
     println!(
-        "backflip bench submit: {}s per level, server pool {} connections, client and server in one process",
-        opts.seconds, opts.db_pool
+        "backflip bench submit: {}s per level, server pool {} connections, client and server in one process, {}",
+        opts.seconds,
+        opts.db_pool,
+        match opts.combined {
+            true => "one call per judgment (POST /next: judge, then lease the next pair)",
+            false => "two calls per judgment (GET /next, POST /judgment)",
+        }
     );
     println!(
         "baseline: single-row inserts, each committed, at the same concurrency: `pg inserts/s` \
@@ -170,7 +181,13 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 opts.seconds,
             ));
             let r = harness
-                .level(&tokens[..n], n, opts.seconds, std::time::Duration::ZERO)
+                .level(
+                    &tokens[..n],
+                    n,
+                    opts.seconds,
+                    std::time::Duration::ZERO,
+                    opts.combined,
+                )
                 .await;
             let written = harness.judgments.stats().since(written);
             let leased = harness.leases.stats().since(leased);

@@ -1,5 +1,6 @@
 //! The benchmarks' harness: the service in this process on a random port, and
-//! simulated raters that loop `next` → `judgment` over real HTTP.
+//! simulated raters that loop `next` → `judgment` over real HTTP (two calls, or
+//! one that does both).
 
 use std::{
     sync::Arc,
@@ -113,12 +114,15 @@ impl Harness {
     /// rater is used by two loops at once and every token gets a history. Each
     /// loop pauses `think` after every judgment (zero: a closed loop, as fast as
     /// the server answers); the loops' first calls are spread over one `think`.
+    /// `combined`: each judgment and the next pair in one call (`POST /next`),
+    /// each token holding its pair until its next turn.
     pub async fn level(
         &self,
         tokens: &[String],
         concurrency: usize,
         seconds: f64,
         think: Duration,
+        combined: bool,
     ) -> LevelResult {
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(seconds);
@@ -134,7 +138,7 @@ impl Harness {
                 let offset = think.mul_f64(i as f64 / concurrency as f64);
                 tokio::spawn(async move {
                     tokio::time::sleep(offset).await;
-                    rater(&client, &base, &mine, deadline, think).await
+                    rater(&client, &base, &mine, deadline, think, combined).await
                 })
             })
             .collect();
@@ -152,51 +156,77 @@ impl Harness {
     }
 }
 
-/// One simulated rater loop: `next` → `judgment`, with its tokens in turn.
+/// Every simulated judgment.
+const JUDGMENT: &[u8] = b"{\"choice\": \"left\", \"duration_ms\": 3000}";
+
+/// One simulated rater loop, with its tokens in turn: `GET /next`, then `POST
+/// /assignments/{id}/judgment`; or, `combined`, one call per judgment: `POST
+/// /next` judges the pair a token holds and leases it the next, which it judges
+/// on its next turn (a token holding nothing, on its first turn or after an
+/// error, asks `GET /next` first).
 async fn rater(
     client: &HttpClient,
     base: &str,
     tokens: &[String],
     deadline: Instant,
     think: Duration,
+    combined: bool,
 ) -> LevelResult {
     let mut r = LevelResult::default();
     let auths: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
-    for auth in auths.iter().cycle() {
+    let mut held: Vec<Option<String>> = vec![None; auths.len()];
+    for k in (0..auths.len()).cycle() {
+        let (auth, held) = (&auths[k], &mut held[k]);
         if Instant::now() >= deadline {
             break;
         }
         let t0 = Instant::now();
-        let req = Request::get(format!("{base}/projects/bench/next"))
-            .header("authorization", auth)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let (status, body) = send(client, req).await;
+        let id = match held.take() {
+            Some(id) => id,
+            None => match next(client, base, auth).await {
+                Some(id) => {
+                    r.next.push(t0.elapsed().as_secs_f64() * 1e3);
+                    id
+                }
+                None => {
+                    r.errors += 1;
+                    continue;
+                }
+            },
+        };
         let t1 = Instant::now();
-        if status != StatusCode::OK {
-            r.errors += 1;
-            continue;
-        }
-        let id = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["assignment_id"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let req = Request::post(format!("{base}/assignments/{id}/judgment"))
+        let (uri, body) = match combined {
+            true => {
+                let mut body = br#"{"assignment_id": ""#.to_vec();
+                body.extend_from_slice(id.as_bytes());
+                body.extend_from_slice(br#"", "judgment": "#);
+                body.extend_from_slice(JUDGMENT);
+                body.push(b'}');
+                (format!("{base}/projects/bench/next"), Bytes::from(body))
+            }
+            false => (
+                format!("{base}/assignments/{id}/judgment"),
+                Bytes::from_static(JUDGMENT),
+            ),
+        };
+        let req = Request::post(uri)
             .header("authorization", auth)
             .header("content-type", "application/json")
             .header("idempotency-key", format!("bench-{id}"))
-            .body(Full::new(Bytes::from_static(
-                b"{\"choice\": \"left\", \"duration_ms\": 3000}",
-            )))
+            .body(Full::new(body))
             .unwrap();
-        let (status, _) = send(client, req).await;
+        let (status, body) = send(client, req).await;
         let t2 = Instant::now();
         if status != StatusCode::CREATED {
             r.errors += 1;
             continue;
         }
+        if combined {
+            *held = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["next"]["assignment_id"].as_str().map(str::to_owned));
+        }
         r.judgments += 1;
-        r.next.push((t1 - t0).as_secs_f64() * 1e3);
         r.submit.push((t2 - t1).as_secs_f64() * 1e3);
         r.both.push((t2 - t0).as_secs_f64() * 1e3);
         if !think.is_zero() {
@@ -204,6 +234,22 @@ async fn rater(
         }
     }
     r
+}
+
+/// `GET /next` for the token in `auth`: the id of the assignment leased, or
+/// None when the answer was not a pair.
+async fn next(client: &HttpClient, base: &str, auth: &str) -> Option<String> {
+    let req = Request::get(format!("{base}/projects/bench/next"))
+        .header("authorization", auth)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = send(client, req).await;
+    if status != StatusCode::OK {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["assignment_id"].as_str().map(str::to_owned))
 }
 
 async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {

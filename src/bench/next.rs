@@ -109,7 +109,7 @@ async fn phases(url: &str, opts: &NextBenchOpts) -> anyhow::Result<()> {
         async move {
             for &c in &opts.concurrency {
                 let think = std::time::Duration::from_millis(opts.think_ms);
-                let r = harness.level(tokens, c, opts.seconds, think).await;
+                let r = harness.level(tokens, c, opts.seconds, think, false).await;
                 row(phase, c, &r);
             }
         }
@@ -127,6 +127,7 @@ async fn phases(url: &str, opts: &NextBenchOpts) -> anyhow::Result<()> {
             1,
             opts.seconds,
             std::time::Duration::ZERO,
+            false,
         )
         .await;
     row("seen head", 1, &r);

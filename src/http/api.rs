@@ -56,7 +56,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/api/v1/projects/{slug}/import",
             post(import_pairs).layer(upload_limit),
         )
-        .route("/api/v1/projects/{slug}/next", get(next_pair))
+        .route(
+            "/api/v1/projects/{slug}/next",
+            get(next_pair).post(judge_and_next),
+        )
         .route("/api/v1/projects/{slug}/stats", get(stats))
         .route("/api/v1/projects/{slug}/progress", get(progress))
         .route("/api/v1/projects/{slug}/warning", post(accept_warning))
@@ -85,13 +88,27 @@ pub struct ErrorBody {
     pub errors: Option<Vec<crate::error::LineError>>,
 }
 
+impl ErrorBody {
+    /// `e` as its response's body says it (an internal error is logged, not told).
+    fn of(e: Error) -> ErrorBody {
+        if let Error::Internal(cause) = &e {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        ErrorBody {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+            errors: None,
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Backflip API", description = "Collect human preferences for RLHF."),
     paths(
         me, create_user, list_projects, create_project, get_project, update_project,
         list_members, add_member, create_invite, upload_clips, import_pairs, next_pair,
-        submit_judgment, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward, model_weights, leaderboard,
+        submit_judgment, judge_and_next, stats, get_clip, progress, accept_warning, report_content, train, models, jobs, reward, model_weights, leaderboard,
         super::export::export_api, super::export::card_api, super::export::manifest_api, super::export::queue_api, super::export::job_file_api
     ),
     components(schemas(ErrorBody)),
@@ -394,10 +411,26 @@ async fn submit_judgment(
     headers: HeaderMap,
     body: Result<Json<JudgmentInput>, Error>,
 ) -> Result<(StatusCode, axum::Json<Judgment>)> {
+    let request = match (path, body) {
+        (Ok(Path(id)), Ok(Json(input))) => Ok((id, input)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (status, judgment) = judge(&state, &credential, &headers, request).await?;
+    Ok((status, axum::Json(judgment)))
+}
+
+/// Store the judgment of assignment `request`'s id, or replay the one its
+/// `Idempotency-Key` stored: 201 or 200 with it.
+async fn judge(
+    state: &AppState,
+    credential: &Credential,
+    headers: &HeaderMap,
+    request: Result<(Uuid, JudgmentInput)>,
+) -> Result<(StatusCode, Judgment)> {
     // A bearer token is looked up by the judging statement itself; a session
     // (and its CSRF header) here.
     let user;
-    let judge = match &credential {
+    let judge = match credential {
         Credential::Token(token) => labeling::Judge::Token(token),
         session => {
             user = session.user(&state.pool).await?;
@@ -412,15 +445,11 @@ async fn submit_judgment(
     });
     // What is wrong with the request is told once the caller is known: an
     // unknown caller hears 401 first, as from every other route.
-    let (id, input, key) = match (path, body, key.transpose()) {
-        (Ok(Path(id)), Ok(Json(input)), Ok(key)) => (id, input, key),
-        (path, body, key) => {
+    let ((id, input), key) = match (request, key.transpose()) {
+        (Ok(request), Ok(key)) => (request, key),
+        (request, key) => {
             judge.user(&state.pool).await?;
-            return Err(path
-                .err()
-                .or(key.err())
-                .or(body.err())
-                .expect("one of them failed"));
+            return Err(request.err().or(key.err()).expect("one of them failed"));
         }
     };
     let (judgment, created) = labeling::submit(&state.judgments, judge, id, &input, key).await?;
@@ -429,7 +458,65 @@ async fn submit_judgment(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(judgment)))
+    Ok((status, judgment))
+}
+
+/// The judgment of a pair the caller holds, sent with the ask for the next one.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeAndNextInput {
+    /// The assignment judged: a live lease of the caller's.
+    pub assignment_id: Uuid,
+    pub judgment: JudgmentInput,
+}
+
+/// The stored judgment and the caller's next pair.
+#[derive(Serialize, ToSchema)]
+pub struct JudgedAndNext {
+    pub judgment: Judgment,
+    /// The next pair of the project in the path, leased to the caller; null
+    /// when nothing is left for them (`GET /next` answers 204) or when
+    /// `next_error` says why none was leased.
+    pub next: Option<NextPair>,
+    /// Why no pair was leased, as `GET /next` would have answered (e.g.
+    /// `paused`, `break_time`, `content_warning`, `not_found`). The judgment is
+    /// stored all the same.
+    pub next_error: Option<ErrorBody>,
+}
+
+/// Judge a pair and take the next one, in one call: the judgment is stored
+/// exactly as `POST /assignments/{id}/judgment` stores it (same checks, same
+/// errors, and then nothing is leased), and once it is durable the caller is
+/// leased the next pair of this project, as by `GET /next`. With an
+/// `Idempotency-Key` header a retry replays the stored judgment (200) and asks
+/// for the next pair again (the caller's live leases count as for `GET /next`;
+/// one left unanswered expires).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/next", request_body = JudgeAndNextInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    responses((status = 201, body = JudgedAndNext), (status = 200, body = JudgedAndNext, description = "replay"),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+async fn judge_and_next(
+    State(state): State<AppState>,
+    credential: Credential,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<JudgeAndNextInput>, Error>,
+) -> Result<(StatusCode, axum::Json<JudgedAndNext>)> {
+    let request = body.map(|Json(b)| (b.assignment_id, b.judgment));
+    let (status, judgment) = judge(&state, &credential, &headers, request).await?;
+    let (next, next_error) =
+        match labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug).await {
+            Ok(pair) => (pair, None),
+            Err(e) => (None, Some(ErrorBody::of(e))),
+        };
+    Ok((
+        status,
+        axum::Json(JudgedAndNext {
+            judgment,
+            next,
+            next_error,
+        }),
+    ))
 }
 
 /// Counts: pairs, judgments, complete pairs, judgments per rater (leads and researchers).

@@ -790,3 +790,124 @@ async fn new_rows_get_time_ordered_ids() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_call_judges_a_pair_and_leases_the_next() {
+    let app = app().await;
+    let lead = app.project("one", json!({})).await;
+    app.import_text_pairs("one", &lead, 2).await;
+    let r1 = app.annotator("one", &lead, "r1").await;
+    let r2 = app.annotator("one", &lead, "r2").await;
+    let call = |token: &str, key: &str, body: Value| {
+        let req = Request::post("/api/v1/projects/one/next")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_string().into())
+            .unwrap();
+        app.send(req)
+    };
+    let judged = |id: &str| json!({"assignment_id": id, "judgment": {"choice": "left"}});
+    let id1 = app.lease("one", &r1).await;
+
+    // Stored, and the rater's next pair leased to them.
+    let res = call(&r1, "k-1", judged(&id1)).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let body = res.json();
+    assert_eq!(body["judgment"]["assignment_id"], id1.as_str());
+    assert_eq!(body["judgment"]["displayed_choice"], "left");
+    assert!(body["next_error"].is_null(), "{body}");
+    let id2 = body["next"]["assignment_id"].as_str().unwrap().to_owned();
+    assert_ne!(id2, id1);
+    let (rater, state): (String, String) = sqlx::query_as(
+        "select u.name, a.state from assignments a join users u on u.id = a.rater_id
+         where a.id = $1::uuid",
+    )
+    .bind(&id2)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((rater.as_str(), state.as_str()), ("r1", "leased"));
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+
+    // A retry replays the judgment; nothing new is stored, and with both pairs
+    // taken nothing new is leased.
+    let again = call(&r1, "k-1", judged(&id1)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.json()["judgment"]["id"], body["judgment"]["id"]);
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+    assert_eq!(app.count("select count(*) from assignments").await, 2);
+
+    // A judgment refused leases nothing: someone else's lease, an unknown
+    // one, an answer the project does not take, a body without its
+    // assignment, an expired lease.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for (token, body, status, code) in [
+        (&r2, judged(&id2), StatusCode::FORBIDDEN, "forbidden"),
+        (&r1, judged(&unknown), StatusCode::NOT_FOUND, "not_found"),
+        (
+            &r1,
+            json!({"assignment_id": id2, "judgment": {"choice": "sideways"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            &r1,
+            json!({"judgment": {"choice": "left"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+        ),
+    ] {
+        let res = call(token, "k-x", body.clone()).await;
+        assert_eq!((res.status, res.code().as_str()), (status, code), "{body}");
+    }
+    assert_eq!(app.count("select count(*) from assignments").await, 2);
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+
+    // The last pair judged: nothing left, and no error.
+    let res = call(&r1, "k-2", judged(&id2)).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let body = res.json();
+    assert!(
+        body["next"].is_null() && body["next_error"].is_null(),
+        "{body}"
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 2);
+
+    // A paused rater's judgment is stored; why no pair came is told beside it.
+    let id3 = app.lease("one", &r2).await;
+    let res = app
+        .post(
+            "/api/v1/projects/one/raters/r2/pause",
+            &lead,
+            json!({"paused": true}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let res = call(&r2, "k-3", judged(&id3)).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let body = res.json();
+    assert!(body["next"].is_null(), "{body}");
+    assert_eq!(body["next_error"]["code"], "paused", "{body}");
+    assert_eq!(app.count("select count(*) from judgments").await, 3);
+
+    // An expired lease: 410, as from the judgment route, and nothing leased.
+    let id4 = app.lease("one", &lead).await;
+    sqlx::query(
+        "update assignments set expires_at = now() - interval '1 second' where id = $1::uuid",
+    )
+    .bind(&id4)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let assignments = app.count("select count(*) from assignments").await;
+    let res = call(&lead, "k-4", judged(&id4)).await;
+    assert_eq!(res.status, StatusCode::GONE, "{}", res.text());
+    assert_eq!(res.code(), "lease_expired");
+    assert_eq!(
+        app.count("select count(*) from assignments").await,
+        assignments
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 3);
+    assert_eq!(app.miscounted_pairs().await, 0);
+}

@@ -385,19 +385,18 @@ fn postgres_running_in(dir: &std::path::Path) -> bool {
 
 /// `backflip bench submit` end to end at one rater; its `--before-levels` SQL
 /// runs in the benchmark's database before the levels (a check no judgment
-/// passes turns every submit into an error), and SQL that fails stops the run
-/// with PostgreSQL's reason.
+/// passes turns every submit into an error), `--combined` judges with one call
+/// per judgment, and SQL that fails stops the run with PostgreSQL's reason.
 #[tokio::test]
 async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
     let url = server_url().await;
-    let bench = |what_if: Option<&str>| {
-        let mut c = backflip();
-        c.env("DATABASE_URL", url)
-            .args(["bench", "submit", "--raters", "1", "--seconds", "0.5"]);
-        if let Some(sql) = what_if {
-            c.args(["--before-levels", sql]);
-        }
-        let out = c.output().unwrap();
+    let bench = |extra: &[&str]| {
+        let out = backflip()
+            .env("DATABASE_URL", url)
+            .args(["bench", "submit", "--raters", "1", "--seconds", "0.5"])
+            .args(extra)
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (
             out.status.success(),
@@ -421,8 +420,9 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
         )
     };
 
-    let (ok, text, err) = bench(None);
+    let (ok, text, err) = bench(&[]);
     assert!(ok, "{text}\n{err}");
+    assert!(text.contains("two calls per judgment"), "{text}");
     let (rate, errors, cpu) = row(&text);
     assert!(rate > 0.0 && errors == 0, "{text}");
     assert!(
@@ -438,9 +438,10 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
         assert!(ms > 0.0, "{text}");
     }
 
-    let (ok, text, err) = bench(Some(
+    let (ok, text, err) = bench(&[
+        "--before-levels",
         "alter table judgments add constraint bench_refuses check (false)",
-    ));
+    ]);
     assert!(ok, "{text}\n{err}");
     assert!(
         text.contains("before the levels: alter table judgments"),
@@ -450,7 +451,14 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
     assert!(rate == 0.0 && errors > 0, "{text}");
     assert_eq!(cpu, "-", "no judgment, no CPU per judgment: {text}");
 
-    let (ok, text, err) = bench(Some("select * from no_such_table"));
+    // One call per judgment: each a 201 with the next pair.
+    let (ok, text, err) = bench(&["--combined"]);
+    assert!(ok, "{text}\n{err}");
+    assert!(text.contains("one call per judgment"), "{text}");
+    let (rate, errors, _) = row(&text);
+    assert!(rate > 0.0 && errors == 0, "{text}");
+
+    let (ok, text, err) = bench(&["--before-levels", "select * from no_such_table"]);
     assert!(!ok, "{text}");
     assert!(
         err.contains("--before-levels") && err.contains("no_such_table"),

@@ -185,6 +185,18 @@ async fn answers_match_the_openapi_document() {
     let res = app.post(&uri, &rater, json!({"choice": "left"})).await;
     assert_eq!(res.status, StatusCode::CREATED);
     conforms(&doc, "post", judge, &res);
+    // A pair judged and the next one taken, in one call.
+    let combined = "/api/v1/projects/{slug}/next";
+    let id = app.lease("c", &rater).await;
+    for (choice, status) in [
+        ("sideways", StatusCode::UNPROCESSABLE_ENTITY),
+        ("left", StatusCode::CREATED),
+    ] {
+        let body = json!({"assignment_id": id, "judgment": {"choice": choice}});
+        let res = app.post("/api/v1/projects/c/next", &rater, body).await;
+        assert_eq!(res.status, status, "{}", res.text());
+        conforms(&doc, "post", combined, &res);
+    }
     // Exports: the data file (no JSON body), its card (markdown) and its manifest (JSON).
     for (template, uri) in [
         (

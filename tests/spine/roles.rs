@@ -30,7 +30,7 @@ const CALLERS_WITH_ACCOUNTS: [&str; 7] = [
 ];
 
 /// Documented routes this matrix does not call, and where their access is tested instead.
-const TESTED_ELSEWHERE: [(&str, &str, &str); 8] = [
+const TESTED_ELSEWHERE: [(&str, &str, &str); 9] = [
     (
         "GET",
         "/api/v1/openapi.json",
@@ -64,6 +64,11 @@ const TESTED_ELSEWHERE: [(&str, &str, &str); 8] = [
     (
         "POST",
         "/api/v1/assignments/{id}/judgment",
+        "the assignee only: judging_is_only_for_the_assignee in this test",
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{slug}/next",
         "the assignee only: judging_is_only_for_the_assignee in this test",
     ),
     (
@@ -547,6 +552,20 @@ async fn judging_is_only_for_the_assignee(
         assert_eq!(
             res.status, expected,
             "judging someone else's pair as {caller}"
+        );
+        let res = app
+            .call(
+                Method::POST,
+                "/api/v1/projects/p/next",
+                token,
+                Some(
+                    json!({"assignment_id": pair["assignment_id"], "judgment": {"choice": "left"}}),
+                ),
+            )
+            .await;
+        assert_eq!(
+            res.status, expected,
+            "judging someone else's pair and asking for the next as {caller}"
         );
         let report = uri.replace("/judgment", "/report");
         let res = app
