@@ -755,6 +755,7 @@ pub async fn submit(
     writer: &Writer,
     judge: Judge<'_>,
     assignment_id: Uuid,
+    project: Option<&str>,
     input: &JudgmentInput,
     idempotency_key: Option<&str>,
 ) -> Result<(Judgment, bool)> {
@@ -762,6 +763,7 @@ pub async fn submit(
     let submission = Submission {
         judge,
         assignment_id,
+        project,
         input,
         idempotency_key,
     };
@@ -785,6 +787,7 @@ pub async fn submit(
             rater_id,
             token_hash,
             assignment_id,
+            project: project.map(str::to_owned),
             input: input.clone(),
             idempotency_key: idempotency_key.map(str::to_owned),
         };
@@ -839,6 +842,8 @@ impl Judge<'_> {
 struct Submission<'a> {
     judge: Judge<'a>,
     assignment_id: Uuid,
+    /// The slug of the project the assignment must be of, when the caller named one.
+    project: Option<&'a str>,
     input: &'a JudgmentInput,
     idempotency_key: Option<&'a str>,
 }
@@ -851,6 +856,7 @@ async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Ju
     let Submission {
         judge,
         assignment_id,
+        project,
         input,
         idempotency_key,
     } = *submission;
@@ -863,12 +869,14 @@ async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Ju
         Option<i32>,
         String,
         Option<Uuid>,
+        String,
     );
     let row: Option<Row> = sqlx::query_as(
         "select a.rater_id, a.state, a.expires_at > now(),
                 p.options, p.strength_scale, p.rationale,
                 (select j.assignment_id from judgments j
-                 where j.rater_id = $2 and j.idempotency_key = $3)
+                 where j.rater_id = $2 and j.idempotency_key = $3),
+                p.slug
          from assignments a join projects p on p.id = a.project_id
          where a.id = $1",
     )
@@ -877,7 +885,7 @@ async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Ju
     .bind(idempotency_key)
     .fetch_optional(pool)
     .await?;
-    let Some((owner, state, live, options, scale, rationale_mode, key_used_for)) = row else {
+    let Some((owner, state, live, options, scale, rationale_mode, key_used_for, slug)) = row else {
         // A key used for another assignment is reported as such, as a replay would.
         if let Some(key) = idempotency_key {
             replay(pool, rater, assignment_id, key).await?;
@@ -891,6 +899,14 @@ async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Ju
     }
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
+    }
+    if let Some(expected) = project
+        && expected != slug
+    {
+        return Err(Error::Invalid {
+            code: "wrong_project",
+            message: format!("this assignment is of project {slug}, not {expected}"),
+        });
     }
     if state == "judged" {
         // A concurrent request with the same key may have just committed.

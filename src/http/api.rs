@@ -415,16 +415,17 @@ async fn submit_judgment(
         (Ok(Path(id)), Ok(Json(input))) => Ok((id, input)),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    let (status, judgment) = judge(&state, &credential, &headers, request).await?;
+    let (status, judgment) = judge(&state, &credential, &headers, None, request).await?;
     Ok((status, axum::Json(judgment)))
 }
 
-/// Store the judgment of assignment `request`'s id, or replay the one its
-/// `Idempotency-Key` stored: 201 or 200 with it.
+/// Store the judgment of assignment `request`'s id (of project `project`, when
+/// given), or replay the one its `Idempotency-Key` stored: 201 or 200 with it.
 async fn judge(
     state: &AppState,
     credential: &Credential,
     headers: &HeaderMap,
+    project: Option<&str>,
     request: Result<(Uuid, JudgmentInput)>,
 ) -> Result<(StatusCode, Judgment)> {
     // A bearer token is looked up by the judging statement itself; a session
@@ -452,7 +453,8 @@ async fn judge(
             return Err(request.err().or(key.err()).expect("one of them failed"));
         }
     };
-    let (judgment, created) = labeling::submit(&state.judgments, judge, id, &input, key).await?;
+    let (judgment, created) =
+        labeling::submit(&state.judgments, judge, id, project, &input, key).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -486,7 +488,8 @@ pub struct JudgedAndNext {
 
 /// Judge a pair and take the next one, in one call: the judgment is stored
 /// exactly as `POST /assignments/{id}/judgment` stores it (same checks, same
-/// errors, and then nothing is leased), and once it is durable the caller is
+/// errors, and then nothing is leased; an assignment of another project than
+/// the path's is refused with 422 `wrong_project`), and once it is durable the caller is
 /// leased the next pair of this project, as by `GET /next`. With an
 /// `Idempotency-Key` header a retry replays the stored judgment (200) and asks
 /// for the next pair again (the caller's live leases count as for `GET /next`;
@@ -494,7 +497,8 @@ pub struct JudgedAndNext {
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/next", request_body = JudgeAndNextInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = JudgedAndNext), (status = 200, body = JudgedAndNext, description = "replay"),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn judge_and_next(
     State(state): State<AppState>,
     credential: Credential,
@@ -503,7 +507,7 @@ async fn judge_and_next(
     body: Result<Json<JudgeAndNextInput>, Error>,
 ) -> Result<(StatusCode, axum::Json<JudgedAndNext>)> {
     let request = body.map(|Json(b)| (b.assignment_id, b.judgment));
-    let (status, judgment) = judge(&state, &credential, &headers, request).await?;
+    let (status, judgment) = judge(&state, &credential, &headers, Some(&slug), request).await?;
     let (next, next_error) =
         match labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug).await {
             Ok(pair) => (pair, None),

@@ -42,6 +42,8 @@ pub(super) struct Pending {
     pub rater_id: Option<Uuid>,
     pub token_hash: Option<Vec<u8>>,
     pub assignment_id: Uuid,
+    /// When set, the slug of the project the assignment must be of.
+    pub project: Option<String>,
     pub input: JudgmentInput,
     pub idempotency_key: Option<String>,
 }
@@ -166,7 +168,8 @@ impl Batch for Judging {
 }
 
 /// The judgments in one statement: for each pending judgment whose assignment
-/// is the rater's live lease and whose answer fits the project, the assignment
+/// is the rater's live lease (of the project it names, if it names one) and
+/// whose answer fits the project, the assignment
 /// is marked judged, the judgment written and any job the judgments call for
 /// queued. The pair is not written: its lease's slot stays taken by the
 /// judgment (migration `taken_slots`), unless the rater is excluded.
@@ -188,10 +191,11 @@ async fn store(
             "with i as (
                  select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                                       $6::text[], $7::int[], $8::text[], $9::bool[], $10::text[],
-                                      $11::int[], $12::int[], $13::bool[], $14::bytea[])
+                                      $11::int[], $12::int[], $13::bool[], $14::bytea[],
+                                      $15::text[])
                      as i(assignment_id, rater_id, choice_a, choice_b, choice, idempotency_key,
                           strength, rationale, content_flag, flag_reason, duration_ms, replays,
-                          answered_before_clip_end, token_hash)),
+                          answered_before_clip_end, token_hash, project)),
              a as (
                  update assignments a set state = 'judged', judged_at = now()
                  from i, projects p
@@ -199,6 +203,7 @@ async fn store(
                    and a.rater_id = coalesce(i.rater_id, (select t.user_id from api_tokens t
                                                           where t.token_hash = i.token_hash))
                    and a.expires_at > now() and p.id = a.project_id
+                   and (i.project is null or p.slug = i.project)
                    and i.choice = any(p.options)
                    and case when i.strength is null then true
                             else i.strength between 1 and coalesce(p.strength_scale, 0) end
@@ -277,6 +282,7 @@ async fn store(
             .bind(column(pending, |p| p.input.replays))
             .bind(column(pending, |p| p.input.answered_before_clip_end))
             .bind(column(pending, |p| p.token_hash.as_deref()))
+            .bind(column(pending, |p| p.project.as_deref()))
             .fetch_all(&mut *conn)
             .await;
     own.used(&result);

@@ -839,11 +839,28 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     assert_eq!(app.count("select count(*) from assignments").await, 2);
 
     // A judgment refused leases nothing: someone else's lease, an unknown
-    // one, an answer the project does not take, a body without its
-    // assignment, an expired lease.
+    // one, a lease of another project than the path's, an answer the project
+    // does not take, a body without its assignment.
     let unknown = uuid::Uuid::new_v4().to_string();
+    let other_lead = app.project("other", json!({})).await;
+    app.import_text_pairs("other", &other_lead, 1).await;
+    let res = app
+        .post(
+            "/api/v1/projects/other/members",
+            &other_lead,
+            json!({"user": "r1", "role": "annotator"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let elsewhere = app.lease("other", &r1).await;
     for (token, body, status, code) in [
         (&r2, judged(&id2), StatusCode::FORBIDDEN, "forbidden"),
+        (
+            &r1,
+            judged(&elsewhere),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_project",
+        ),
         (&r1, judged(&unknown), StatusCode::NOT_FOUND, "not_found"),
         (
             &r1,
@@ -861,7 +878,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
         let res = call(token, "k-x", body.clone()).await;
         assert_eq!((res.status, res.code().as_str()), (status, code), "{body}");
     }
-    assert_eq!(app.count("select count(*) from assignments").await, 2);
+    assert_eq!(app.count("select count(*) from assignments").await, 3);
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 
     // The last pair judged: nothing left, and no error.

@@ -125,6 +125,7 @@ pub(super) async fn label(
         &state.judgments,
         labeling::Judge::User(s.user()),
         f.assignment_id,
+        Some(&slug),
         &input,
         Some(&key),
     )
