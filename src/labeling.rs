@@ -892,6 +892,17 @@ async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Ju
         }
         return Err(Error::NotFound("assignment"));
     };
+    // The assignee learns that their assignment is of another project, even
+    // on a replay; anyone else hears only that it is not theirs (below).
+    if owner == rater.id
+        && let Some(expected) = project
+        && expected != slug
+    {
+        return Err(Error::Invalid {
+            code: "wrong_project",
+            message: format!("this assignment is of project {slug}, not {expected}"),
+        });
+    }
     if let (Some(key), Some(_)) = (idempotency_key, key_used_for) {
         // Judgments are never deleted: the key's judgment is there to replay.
         let j = replay(pool, rater, assignment_id, key).await?;
@@ -899,14 +910,6 @@ async fn refusal(pool: &PgPool, submission: &Submission<'_>) -> Result<Option<Ju
     }
     if owner != rater.id {
         return Err(Error::forbidden("this assignment belongs to another rater"));
-    }
-    if let Some(expected) = project
-        && expected != slug
-    {
-        return Err(Error::Invalid {
-            code: "wrong_project",
-            message: format!("this assignment is of project {slug}, not {expected}"),
-        });
     }
     if state == "judged" {
         // A concurrent request with the same key may have just committed.

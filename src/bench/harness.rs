@@ -181,13 +181,10 @@ async fn rater(
             break;
         }
         let t0 = Instant::now();
-        let id = match held.take() {
-            Some(id) => id,
+        let (id, asked) = match held.take() {
+            Some(id) => (id, false),
             None => match next(client, base, auth).await {
-                Some(id) => {
-                    r.next.push(t0.elapsed().as_secs_f64() * 1e3);
-                    id
-                }
+                Some(id) => (id, true),
                 None => {
                     r.errors += 1;
                     continue;
@@ -227,6 +224,9 @@ async fn rater(
                 .and_then(|v| v["next"]["assignment_id"].as_str().map(str::to_owned));
         }
         r.judgments += 1;
+        if asked {
+            r.next.push((t1 - t0).as_secs_f64() * 1e3);
+        }
         r.submit.push((t2 - t1).as_secs_f64() * 1e3);
         r.both.push((t2 - t0).as_secs_f64() * 1e3);
         if !think.is_zero() {

@@ -85,6 +85,7 @@ pub struct ErrorBody {
     pub code: String,
     pub message: String,
     /// For `invalid_import`: every bad line.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<crate::error::LineError>>,
 }
 
@@ -403,7 +404,9 @@ async fn next_pair(
 #[utoipa::path(post, path = "/api/v1/assignments/{id}/judgment", request_body = JudgmentInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = Judgment), (status = 200, body = Judgment, description = "replay"),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn submit_judgment(
     State(state): State<AppState>,
     credential: Credential,
@@ -411,22 +414,22 @@ async fn submit_judgment(
     headers: HeaderMap,
     body: Result<Json<JudgmentInput>, Error>,
 ) -> Result<(StatusCode, axum::Json<Judgment>)> {
-    let request = match (path, body) {
-        (Ok(Path(id)), Ok(Json(input))) => Ok((id, input)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    let (status, judgment) = judge(&state, &credential, &headers, None, request).await?;
+    let id = path.map(|Path(id)| id);
+    let input = body.map(|Json(input)| input);
+    let (status, judgment) = judge(&state, &credential, &headers, None, id, input).await?;
     Ok((status, axum::Json(judgment)))
 }
 
-/// Store the judgment of assignment `request`'s id (of project `project`, when
+/// Store the judgment `input` of assignment `id` (of project `project`, when
 /// given), or replay the one its `Idempotency-Key` stored: 201 or 200 with it.
+/// A bad `id`, key or `input` is told in that order.
 async fn judge(
     state: &AppState,
     credential: &Credential,
     headers: &HeaderMap,
     project: Option<&str>,
-    request: Result<(Uuid, JudgmentInput)>,
+    id: Result<Uuid>,
+    input: Result<JudgmentInput>,
 ) -> Result<(StatusCode, Judgment)> {
     // A bearer token is looked up by the judging statement itself; a session
     // (and its CSRF header) here.
@@ -446,11 +449,15 @@ async fn judge(
     });
     // What is wrong with the request is told once the caller is known: an
     // unknown caller hears 401 first, as from every other route.
-    let ((id, input), key) = match (request, key.transpose()) {
-        (Ok(request), Ok(key)) => (request, key),
-        (request, key) => {
+    let (id, input, key) = match (id, input, key.transpose()) {
+        (Ok(id), Ok(input), Ok(key)) => (id, input, key),
+        (id, input, key) => {
             judge.user(&state.pool).await?;
-            return Err(request.err().or(key.err()).expect("one of them failed"));
+            return Err(id
+                .err()
+                .or(key.err())
+                .or(input.err())
+                .expect("one of them failed"));
         }
     };
     let (judgment, created) =
@@ -486,18 +493,24 @@ pub struct JudgedAndNext {
     pub next_error: Option<ErrorBody>,
 }
 
+/// How long [`judge_and_next`] waits for the next pair once the judgment is
+/// stored; then it answers with the judgment and `next_error` `unavailable`.
+const NEXT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Judge a pair and take the next one, in one call: the judgment is stored
 /// exactly as `POST /assignments/{id}/judgment` stores it (same checks, same
 /// errors, and then nothing is leased; an assignment of another project than
 /// the path's is refused with 422 `wrong_project`), and once it is durable the caller is
 /// leased the next pair of this project, as by `GET /next`. With an
 /// `Idempotency-Key` header a retry replays the stored judgment (200) and asks
-/// for the next pair again (the caller's live leases count as for `GET /next`;
-/// one left unanswered expires).
+/// for the next pair again: the caller's live leases count as for `GET /next`,
+/// so a retry may be given another pair than the lost answer held, and that
+/// one then waits for its lease to expire.
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/next", request_body = JudgeAndNextInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = JudgedAndNext), (status = 200, body = JudgedAndNext, description = "replay"),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 async fn judge_and_next(
     State(state): State<AppState>,
@@ -506,13 +519,21 @@ async fn judge_and_next(
     headers: HeaderMap,
     body: Result<Json<JudgeAndNextInput>, Error>,
 ) -> Result<(StatusCode, axum::Json<JudgedAndNext>)> {
-    let request = body.map(|Json(b)| (b.assignment_id, b.judgment));
-    let (status, judgment) = judge(&state, &credential, &headers, Some(&slug), request).await?;
-    let (next, next_error) =
-        match labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug).await {
-            Ok(pair) => (pair, None),
-            Err(e) => (None, Some(ErrorBody::of(e))),
-        };
+    // A bad body is told first, as a bad path is by the judgment route (the
+    // second error is never told).
+    let (id, input) = match body {
+        Ok(Json(b)) => (Ok(b.assignment_id), Ok(b.judgment)),
+        Err(e) => (Err(e), Err(Error::invalid("no judgment"))),
+    };
+    let (status, judgment) = judge(&state, &credential, &headers, Some(&slug), id, input).await?;
+    // The judgment is stored: whatever happens to the lease is told beside it,
+    // and in time (not as the request's timeout, which would hide the judgment).
+    let lease = labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug);
+    let (next, next_error) = match tokio::time::timeout(NEXT_WITHIN, lease).await {
+        Ok(Ok(pair)) => (pair, None),
+        Ok(Err(e)) => (None, Some(ErrorBody::of(e))),
+        Err(_) => (None, Some(ErrorBody::of(Error::Unavailable))),
+    };
     Ok((
         status,
         axum::Json(JudgedAndNext {

@@ -880,6 +880,23 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     }
     assert_eq!(app.count("select count(*) from assignments").await, 3);
     assert_eq!(app.count("select count(*) from judgments").await, 1);
+    // Judged in its own project, then that call replayed under this one: still
+    // the wrong project, and nothing leased here.
+    let req = Request::post("/api/v1/projects/other/next")
+        .header(header::AUTHORIZATION, format!("Bearer {r1}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "k-e")
+        .body(judged(&elsewhere).to_string().into())
+        .unwrap();
+    let res = app.send(req).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let res = call(&r1, "k-e", judged(&elsewhere)).await;
+    assert_eq!(
+        (res.status, res.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_project")
+    );
+    assert_eq!(app.count("select count(*) from assignments").await, 3);
+    assert_eq!(app.count("select count(*) from judgments").await, 2);
 
     // The last pair judged: nothing left, and no error.
     let res = call(&r1, "k-2", judged(&id2)).await;
@@ -889,7 +906,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
         body["next"].is_null() && body["next_error"].is_null(),
         "{body}"
     );
-    assert_eq!(app.count("select count(*) from judgments").await, 2);
+    assert_eq!(app.count("select count(*) from judgments").await, 3);
 
     // A paused rater's judgment is stored; why no pair came is told beside it.
     let id3 = app.lease("one", &r2).await;
@@ -906,7 +923,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     let body = res.json();
     assert!(body["next"].is_null(), "{body}");
     assert_eq!(body["next_error"]["code"], "paused", "{body}");
-    assert_eq!(app.count("select count(*) from judgments").await, 3);
+    assert_eq!(app.count("select count(*) from judgments").await, 4);
 
     // An expired lease: 410, as from the judgment route, and nothing leased.
     let id4 = app.lease("one", &lead).await;
@@ -925,6 +942,6 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
         app.count("select count(*) from assignments").await,
         assignments
     );
-    assert_eq!(app.count("select count(*) from judgments").await, 3);
+    assert_eq!(app.count("select count(*) from judgments").await, 4);
     assert_eq!(app.miscounted_pairs().await, 0);
 }

@@ -731,22 +731,48 @@ async fn callers_looked_up_with_the_work_are_answered_as_before() {
     let res = app.send(raw(&lead, &uri, None, &good)).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     let session_uri = format!("/api/v1/assignments/{by_session}/judgment");
-    let by_cookie = |csrf: Option<&str>| {
-        let mut r = Request::post(session_uri.as_str())
+    let by_cookie = |uri: &str, body: &str, csrf: Option<&str>| {
+        let mut r = Request::post(uri)
             .header(header::COOKIE, &b.cookie)
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(c) = csrf {
             r = r.header("x-csrf-token", c);
         }
-        r.body(Body::from(good.clone())).unwrap()
+        r.body(Body::from(body.to_owned())).unwrap()
     };
     assert_eq!(
-        app.send(by_cookie(None)).await.status,
+        app.send(by_cookie(&session_uri, &good, None)).await.status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        app.send(by_cookie(Some(&b.csrf))).await.status,
+        app.send(by_cookie(&session_uri, &good, Some(&b.csrf)))
+            .await
+            .status,
         StatusCode::CREATED
     );
     assert_eq!(app.count("select count(*) from judgments").await, 2);
+
+    // Judging and taking the next pair in one call: the same rules.
+    let res = b.get(&app, "/api/v1/projects/p/next").await;
+    let held = res.json()["assignment_id"].as_str().unwrap().to_owned();
+    let one_call = json!({"assignment_id": held, "judgment": {"choice": "left"}}).to_string();
+    let res = app
+        .send(raw(&unknown, "/api/v1/projects/p/next", None, "{"))
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "broken JSON, unknown token"
+    );
+    let uri = "/api/v1/projects/p/next";
+    assert_eq!(
+        app.send(by_cookie(uri, &one_call, None)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 2);
+    let res = app.send(by_cookie(uri, &one_call, Some(&b.csrf))).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let next = res.json()["next"]["assignment_id"].clone();
+    assert!(next.is_string() && next != held.as_str(), "{}", res.text());
+    assert_eq!(app.count("select count(*) from judgments").await, 3);
 }
