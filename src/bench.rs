@@ -51,6 +51,11 @@ pub struct BenchOpts {
     /// statements may be separated by `;`.
     #[arg(long, value_name = "SQL")]
     pub before_levels: Option<String>,
+    /// Pairs seeded, of overlap 1: each judgment uses one up. At 8,000
+    /// judgments/s a 128-rater level of 5 s takes 40,000; raise this for longer
+    /// levels (a level that runs out says so under its row).
+    #[arg(long, default_value_t = 100_000)]
+    pub pairs: usize,
     /// Each simulated rater judges and takes its next pair in one call
     /// (`POST /projects/{slug}/next`) instead of two (`GET /next`, then `POST
     /// /assignments/{id}/judgment`). `submit` is then that call, and `next` a
@@ -110,7 +115,7 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
     let pool = db::pool(url, opts.db_pool).await?;
     db::migrate(&pool).await?;
     let max_raters = opts.raters.iter().copied().max().unwrap_or(1);
-    let tokens = seed(&pool, max_raters).await?;
+    let tokens = seed(&pool, max_raters, opts.pairs).await?;
     if let Some(sql) = &opts.before_levels {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str()))
             .execute(&pool)
@@ -241,6 +246,12 @@ async fn run(url: &str, opts: &BenchOpts) -> anyhow::Result<()> {
                 cpu_ratio,
                 if training { "  (training)" } else { "" }
             );
+            if r.nothing_left > 0 {
+                println!(
+                    "{:>6} ran out of pairs: {} calls found nothing left (counted as errors); seed more with --pairs",
+                    "", r.nothing_left
+                );
+            }
         }
     }
     harness.stop().await?;
@@ -345,9 +356,9 @@ async fn per_judgment(
     })
 }
 
-/// A lead, a project with plenty of pairs (overlap 1, so every judgment uses up a
+/// A lead, a project with `pairs` pairs (overlap 1, so every judgment uses up a
 /// pair), and `raters` annotators; returns the annotators' tokens.
-async fn seed(pool: &PgPool, raters: usize) -> anyhow::Result<Vec<String>> {
+async fn seed(pool: &PgPool, raters: usize, pairs: usize) -> anyhow::Result<Vec<String>> {
     let lead = users::create(pool, "bench-lead", Role::Lead, None).await?;
     let lead = User {
         id: lead.id,
@@ -358,10 +369,9 @@ async fn seed(pool: &PgPool, raters: usize) -> anyhow::Result<Vec<String>> {
     s.overlap = 1;
     projects::create(pool, &lead, s).await?;
     let access = projects::access(pool, &lead, "bench").await?;
-    for chunk in 0..20 {
-        let body: String = (0..5000)
-            .map(|i| {
-                let n = chunk * 5000 + i;
+    for chunk in (0..pairs).step_by(5000) {
+        let body: String = (chunk..pairs.min(chunk + 5000))
+            .map(|n| {
                 format!("{{\"prompt\": \"question {n}\", \"a\": {{\"text\": \"answer a {n}\"}}, \"b\": {{\"text\": \"answer b {n}\"}}}}\n")
             })
             .collect();

@@ -744,8 +744,10 @@ pub const MAX_TEXT: usize = 10_000;
 ///
 /// The common case is one statement, committed on its own, that `writer` shares
 /// with the other judgments waiting when it is free (see [`writer`]): the
-/// assignment is marked judged only if it is the caller's live lease and the
-/// answer fits the project, and in the same statement the judgment is written
+/// assignment is marked judged only if it is the caller's live lease (of the
+/// project with slug `project`, when the caller names one: 422 `wrong_project`
+/// otherwise) and the answer fits the project, and in the same statement the
+/// judgment is written
 /// (the pair keeps the slot the lease took, unless the rater is excluded) and
 /// any job the judgment calls for is queued. When
 /// that statement changes nothing for it, [`refusal`] reads why and answers as

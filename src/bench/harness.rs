@@ -24,6 +24,8 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 pub(crate) struct LevelResult {
     pub judgments: usize,
     pub errors: usize,
+    /// `GET /next` answers of 204: nothing left (also counted in `errors`).
+    pub nothing_left: usize,
     pub elapsed: f64,
     pub next: Vec<f64>,
     pub submit: Vec<f64>,
@@ -147,6 +149,7 @@ impl Harness {
             let r = t.await.expect("rater task");
             total.judgments += r.judgments;
             total.errors += r.errors;
+            total.nothing_left += r.nothing_left;
             total.next.extend(r.next);
             total.submit.extend(r.submit);
             total.both.extend(r.both);
@@ -184,9 +187,10 @@ async fn rater(
         let (id, asked) = match held.take() {
             Some(id) => (id, false),
             None => match next(client, base, auth).await {
-                Some(id) => (id, true),
-                None => {
+                Ok(id) => (id, true),
+                Err(status) => {
                     r.errors += 1;
+                    r.nothing_left += usize::from(status == StatusCode::NO_CONTENT);
                     continue;
                 }
             },
@@ -237,19 +241,20 @@ async fn rater(
 }
 
 /// `GET /next` for the token in `auth`: the id of the assignment leased, or
-/// None when the answer was not a pair.
-async fn next(client: &HttpClient, base: &str, auth: &str) -> Option<String> {
+/// the status when the answer was not a pair.
+async fn next(client: &HttpClient, base: &str, auth: &str) -> Result<String, StatusCode> {
     let req = Request::get(format!("{base}/projects/bench/next"))
         .header("authorization", auth)
         .body(Full::new(Bytes::new()))
         .unwrap();
     let (status, body) = send(client, req).await;
     if status != StatusCode::OK {
-        return None;
+        return Err(status);
     }
     serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["assignment_id"].as_str().map(str::to_owned))
+        .ok_or(status)
 }
 
 async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {

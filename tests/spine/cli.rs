@@ -386,7 +386,8 @@ fn postgres_running_in(dir: &std::path::Path) -> bool {
 /// `backflip bench submit` end to end at one rater; its `--before-levels` SQL
 /// runs in the benchmark's database before the levels (a check no judgment
 /// passes turns every submit into an error), `--combined` judges with one call
-/// per judgment, and SQL that fails stops the run with PostgreSQL's reason.
+/// per judgment, a level that runs out of pairs says so, and SQL that fails
+/// stops the run with PostgreSQL's reason.
 #[tokio::test]
 async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
     let url = server_url().await;
@@ -394,6 +395,11 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
         let out = backflip()
             .env("DATABASE_URL", url)
             .args(["bench", "submit", "--raters", "1", "--seconds", "0.5"])
+            // few pairs, quickly seeded, unless the call says how many
+            .args(match extra.contains(&"--pairs") {
+                true => &[][..],
+                false => &["--pairs", "3000"][..],
+            })
             .args(extra)
             .output()
             .unwrap();
@@ -457,6 +463,18 @@ async fn bench_submit_measures_a_level_and_runs_what_if_sql_first() {
     assert!(text.contains("one call per judgment"), "{text}");
     let (rate, errors, _) = row(&text);
     assert!(rate > 0.0 && errors == 0, "{text}");
+
+    assert!(!text.contains("ran out of pairs"), "{text}");
+
+    // Too few pairs for the level: the run says so.
+    let (ok, text, err) = bench(&["--pairs", "5", "--combined"]);
+    assert!(ok, "{text}\n{err}");
+    let (rate, errors, _) = row(&text);
+    assert!(rate > 0.0 && errors > 0, "{text}");
+    assert!(
+        text.contains("ran out of pairs") && text.contains("seed more with --pairs"),
+        "{text}"
+    );
 
     let (ok, text, err) = bench(&["--before-levels", "select * from no_such_table"]);
     assert!(!ok, "{text}");
