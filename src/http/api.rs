@@ -90,15 +90,19 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// `e` as its response's body says it (an internal error is logged, not told).
-    fn of(e: Error) -> ErrorBody {
-        if let Error::Internal(cause) = &e {
+    /// What the response to `e` says; an internal error is logged here, and
+    /// told only as "internal error".
+    pub(super) fn of(e: &Error) -> ErrorBody {
+        if let Error::Internal(cause) = e {
             tracing::error!(error = ?cause, "internal error");
         }
         ErrorBody {
             code: e.code().to_owned(),
             message: e.to_string(),
-            errors: None,
+            errors: match e {
+                Error::Import(lines) => Some(lines.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -531,8 +535,8 @@ async fn judge_and_next(
     let lease = labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug);
     let (next, next_error) = match tokio::time::timeout(NEXT_WITHIN, lease).await {
         Ok(Ok(pair)) => (pair, None),
-        Ok(Err(e)) => (None, Some(ErrorBody::of(e))),
-        Err(_) => (None, Some(ErrorBody::of(Error::Unavailable))),
+        Ok(Err(e)) => (None, Some(ErrorBody::of(&e))),
+        Err(_) => (None, Some(ErrorBody::of(&Error::Unavailable))),
     };
     Ok((
         status,

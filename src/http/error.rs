@@ -7,8 +7,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 
+use super::api::ErrorBody;
 use crate::error::Error;
 
 pub fn status(e: &Error) -> StatusCode {
@@ -28,14 +28,7 @@ pub fn status(e: &Error) -> StatusCode {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Error::Internal(e) = &self {
-            tracing::error!(error = ?e, "internal error");
-        }
-        let mut body = json!({"code": self.code(), "message": self.to_string()});
-        if let Error::Import(lines) = &self {
-            body["errors"] = json!(lines);
-        }
-        (status(&self), Json(body)).into_response()
+        (status(&self), Json(ErrorBody::of(&self))).into_response()
     }
 }
 
