@@ -798,8 +798,8 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     app.import_text_pairs("one", &lead, 2).await;
     let r1 = app.annotator("one", &lead, "r1").await;
     let r2 = app.annotator("one", &lead, "r2").await;
-    let call = |token: &str, key: &str, body: Value| {
-        let req = Request::post("/api/v1/projects/one/next")
+    let call_in = |slug: &str, token: &str, key: &str, body: Value| {
+        let req = Request::post(format!("/api/v1/projects/{slug}/next"))
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::CONTENT_TYPE, "application/json")
             .header("idempotency-key", key)
@@ -807,6 +807,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
             .unwrap();
         app.send(req)
     };
+    let call = |token: &str, key: &str, body: Value| call_in("one", token, key, body);
     let judged = |id: &str| json!({"assignment_id": id, "judgment": {"choice": "left"}});
     let id1 = app.lease("one", &r1).await;
 
@@ -882,13 +883,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     assert_eq!(app.count("select count(*) from judgments").await, 1);
     // Judged in its own project, then that call replayed under this one: still
     // the wrong project, and nothing leased here.
-    let req = Request::post("/api/v1/projects/other/next")
-        .header(header::AUTHORIZATION, format!("Bearer {r1}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("idempotency-key", "k-e")
-        .body(judged(&elsewhere).to_string().into())
-        .unwrap();
-    let res = app.send(req).await;
+    let res = call_in("other", &r1, "k-e", judged(&elsewhere)).await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     let res = call(&r1, "k-e", judged(&elsewhere)).await;
     assert_eq!(
