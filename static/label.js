@@ -1,5 +1,10 @@
 // Backflip labeling page: keyboard-first answers, prefetching, retried saves,
-// synced GIF playback and a word diff for text. Progressive enhancement: the
+// synced GIF playback and a word diff for text.
+//
+// One call per answer: `POST /projects/{slug}/next` stores the judgment and
+// leases the pair after the one already prefetched, so while a rater looks at
+// a pair the next one is in hand. Only the first prefetch (and a fallback
+// when a save leased nothing) is a `GET /next`. Progressive enhancement: the
 // page works as a plain form without this script.
 //
 // Everything a rollout, prompt or instruction contains is put in the page with
@@ -22,6 +27,7 @@
   let current = root.dataset.pair ? JSON.parse(root.dataset.pair) : null;
   let shownAt = performance.now();
   let next = null; // the prefetched pair: a promise of {pair} or {none} or {error}
+  let spare = null; // what the last save leased beside its judgment: {pair}, {none} or {error}
   let saving = Promise.resolve();
   let failed = null; // a judgment that could not be saved: {assignmentId, body, key}
   let player = null;
@@ -61,20 +67,35 @@
     );
   }
 
+  // What a save's answer says of the pair after: leased, nothing left, or why not.
+  function leasedBeside(data) {
+    if (data && data.next) return { pair: data.next };
+    if (data && data.next_error) return { error: data.next_error };
+    return { none: true };
+  }
+
+  function takeSpare() {
+    const s = spare;
+    spare = null;
+    return s;
+  }
+
   const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000];
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  // Save one judgment, retrying network failures and 5xx with the same
-  // Idempotency-Key, so a retry can never store a second row.
+  // Save one judgment (and lease the pair after next), retrying network
+  // failures and 5xx with the same Idempotency-Key, so a retry can never store
+  // a second row.
   async function save(job) {
+    const body = { assignment_id: job.assignmentId, judgment: job.body };
     for (let attempt = 0; ; attempt++) {
       let r;
       try {
-        r = await call("POST", `/assignments/${job.assignmentId}/judgment`, job.body, { "Idempotency-Key": job.key });
+        r = await call("POST", `/projects/${cfg.slug}/next`, body, { "Idempotency-Key": job.key });
       } catch (e) {
         r = { status: 0, data: null };
       }
-      if (r.status === 200 || r.status === 201) return { ok: true };
+      if (r.status === 200 || r.status === 201) return { ok: true, after: leasedBeside(r.data) };
       const retryable = r.status === 0 || r.status >= 500 || r.status === 429;
       if (!retryable || attempt >= RETRY_DELAYS.length) {
         return { ok: false, retryable, message: (r.data && r.data.message) || "the server could not be reached" };
@@ -88,6 +109,7 @@
     saving = saving.then(async () => {
       const result = await save(job);
       if (result.ok) {
+        spare = result.after;
         status("Saved.");
         refreshProgress();
         return;
@@ -207,21 +229,27 @@
     waiting = true;
     status("Loading the next pair…");
     await saving;
-    if (!next) next = fetchNext();
-    const got = await next;
-    next = null;
-    waiting = false;
-    if (failed) return; // wait for the rater to retry the failed save
-    if (got.pair && got.pair.assignment_id === lastAnswered) {
-      // The server handed back the pair being saved (lease cap): ask again.
-      next = fetchNext();
-      return advance();
+    if (failed) {
+      // Wait for the rater to retry the failed save; the prefetch stays in hand.
+      waiting = false;
+      return;
     }
+    let got = next ? await next : null;
+    next = null;
+    // A save's word is newer than a prefetch that found nothing.
+    if (!got || !got.pair) got = takeSpare() || got;
+    if (!got || (got.pair && got.pair.assignment_id === lastAnswered)) {
+      // Nothing in hand, or the pair just saved handed back (lease cap): ask.
+      got = await fetchNext();
+    }
+    waiting = false;
     if ($("status").textContent.startsWith("Loading")) status("");
     if (got.pair) {
       show(got.pair);
-      await saving;
-      if (!failed) next = fetchNext();
+      // The pair after this one: what the save leased, else ask for it.
+      const after = takeSpare();
+      const usable = after && !(after.pair && after.pair.assignment_id === got.pair.assignment_id);
+      next = usable ? Promise.resolve(after) : fetchNext();
     } else if (got.none) {
       showDone();
     } else if (got.error.code === "break_time" || got.error.code === "paused" || got.error.code === "content_warning") {

@@ -241,6 +241,10 @@ async fn text_pairs_from_the_keyboard_alone() {
     for (i, key) in keys.into_iter().enumerate() {
         previous = b.wait_new_pair(&previous).await;
         if i == 0 {
+            // From here on, the page's calls are written down.
+            b.js("window.__calls = []; const real = window.fetch; window.fetch = (u, i) => {
+                    window.__calls.push(((i && i.method) || 'GET') + ' ' + new URL(String(u), location.href).pathname);
+                    return real(u, i); }; return true").await;
             // Whitespace is preserved; the instructions are one key away.
             let pre = b
                 .js("return getComputedStyle(document.querySelector('#left pre')).whiteSpace")
@@ -263,6 +267,17 @@ async fn text_pairs_from_the_keyboard_alone() {
     .await;
     b.until("all three saved", "return document.getElementById('status').textContent === '' || document.getElementById('status').textContent === 'Saved.'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // One call per answer judges the pair and leases the one after the
+    // prefetched pair: no separate save, and no lease asked for on its own.
+    let calls = b.js("return window.__calls").await;
+    let calls: Vec<&str> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .filter(|c| !c.ends_with("/progress"))
+        .collect();
+    assert_eq!(calls, ["POST /api/v1/projects/kb/next"; 3], "{calls:?}");
 
     let rows: Vec<(String, String, bool, Option<i32>)> = sqlx::query_as(
         "select j.displayed_choice, j.choice, j.left_is_a, j.duration_ms from judgments j order by j.created_at",
@@ -433,16 +448,24 @@ async fn rollout_markup_never_runs_in_the_page() {
 async fn a_failed_save_is_retried_with_the_same_key() {
     let app = app().await;
     let lead = app.project("flaky", json!({})).await;
-    app.import_text_pairs("flaky", &lead, 2).await;
+    app.import_text_pairs("flaky", &lead, 4).await;
     rater(&app, "flaky", &lead).await;
     let Some(b) = browser(&app).await else { return };
     b.login("keyboard", "password123").await;
     b.goto("/projects/flaky/label").await;
-    b.wait_new_pair("").await;
-    // The network drops the first two attempts to save a judgment.
-    b.js("window.__fails = 2; const real = window.fetch; window.fetch = (u, i) => {
-            if (String(u).includes('/judgment') && window.__fails > 0) { window.__fails--; return Promise.reject(new TypeError('offline')); }
-            return real(u, i); }; return true").await;
+    let first = b.wait_new_pair("").await;
+    // The network drops the first attempt to save a judgment before it leaves,
+    // and the answer to the second after the server has stored it.
+    b.js(
+        "window.__fails = 2; const real = window.fetch; window.fetch = (u, i) => {
+            if (i && i.method === 'POST' && String(u).endsWith('/next') && window.__fails > 0) {
+                window.__fails--;
+                if (window.__fails === 1) return Promise.reject(new TypeError('offline'));
+                return real(u, i).then(() => { throw new TypeError('connection reset'); });
+            }
+            return real(u, i); }; return true",
+    )
+    .await;
     b.press(&[Key::Left.into()]).await;
     b.until(
         "the retried save",
@@ -451,6 +474,37 @@ async fn a_failed_save_is_retried_with_the_same_key() {
     .await;
     assert_eq!(b.js("return window.__fails").await, json!(0));
     assert_eq!(app.count("select count(*) from judgments").await, 1);
+    // The page went on, and the rest of the pairs are judged once each.
+    let mut previous = b.wait_new_pair(&first).await;
+    for _ in 0..3 {
+        b.press(&[Key::Right.into()]).await;
+        b.until(
+            "the next pair or the end",
+            &format!(
+                "return document.getElementById('labeler').dataset.assignment !== '{previous}'
+                    || !document.getElementById('done').hidden"
+            ),
+        )
+        .await;
+        previous = b
+            .js("return document.getElementById('labeler').dataset.assignment")
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    b.until(
+        "the nothing-left screen",
+        "return !document.getElementById('done').hidden",
+    )
+    .await;
+    // The end is shown once every save has settled.
+    assert_eq!(
+        app.count("select count(distinct comparison_id) from judgments")
+            .await,
+        4
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 4);
     let _ = b.client.clone().close().await;
 }
 
