@@ -224,6 +224,8 @@
   }
 
   let waiting = false;
+  // Answers to a lease that mean "not now" rather than "something is wrong".
+  const STOPS = ["break_time", "paused", "content_warning"];
 
   async function advance() {
     waiting = true;
@@ -234,10 +236,19 @@
       waiting = false;
       return;
     }
-    let got = next ? await next : null;
-    next = null;
-    // A save's word is newer than a prefetch that found nothing.
-    if (!got || !got.pair) got = takeSpare() || got;
+    let got;
+    if (spare && spare.error && STOPS.includes(spare.error.code)) {
+      // The save says stop (a break is due, or the leads paused this rater):
+      // that holds now, not one prefetched pair later. Once it is over, the
+      // page asks for a pair afresh; the prefetched lease just runs out.
+      got = takeSpare();
+      next = null;
+    } else {
+      got = next ? await next : null;
+      next = null;
+      // A save's word is newer than a prefetch that found nothing.
+      if (!got || !got.pair) got = takeSpare() || got;
+    }
     if (!got || (got.pair && got.pair.assignment_id === lastAnswered)) {
       // Nothing in hand, or the pair just saved handed back (lease cap): ask.
       got = await fetchNext();
@@ -252,7 +263,7 @@
       next = usable ? Promise.resolve(after) : fetchNext();
     } else if (got.none) {
       showDone();
-    } else if (got.error.code === "break_time" || got.error.code === "paused" || got.error.code === "content_warning") {
+    } else if (STOPS.includes(got.error.code)) {
       showBreak(got.error.message);
     } else {
       showError(got.error.message, false);

@@ -547,3 +547,77 @@ async fn a_required_rationale_is_typed_and_sent_with_enter() {
     );
     let _ = b.client.clone().close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_or_a_pause_stops_the_page_at_the_next_answer() {
+    let app = app().await;
+    let lead = app.project("cap", json!({"session_cap_pairs": 2})).await;
+    app.import_text_pairs("cap", &lead, 5).await;
+    rater(&app, "cap", &lead).await;
+    let Some(b) = browser(&app).await else { return };
+    b.login("keyboard", "password123").await;
+    b.goto("/projects/cap/label").await;
+    let first = b.wait_new_pair("").await;
+    b.press(&[Key::Left.into()]).await;
+    b.wait_new_pair(&first).await;
+    // The second answer reaches the cap: the break shows at once, not after
+    // the pair the page had prefetched.
+    b.press(&[Key::Left.into()]).await;
+    let message = b
+        .until(
+            "the break screen",
+            "return !document.getElementById('break').hidden && document.getElementById('break-message').textContent",
+        )
+        .await;
+    assert!(message.as_str().unwrap().contains("2 pair(s)"), "{message}");
+    assert_eq!(app.count("select count(*) from judgments").await, 2);
+
+    // A rater the leads pause stops at their next answer too, and goes on
+    // from "Try again" once resumed.
+    let lead2 = app.project("hold", json!({})).await;
+    app.import_text_pairs("hold", &lead2, 4).await;
+    let res = app
+        .post(
+            "/api/v1/projects/hold/members",
+            &lead2,
+            json!({"user": "keyboard", "role": "annotator"}),
+        )
+        .await;
+    assert!(res.status.is_success());
+    b.goto("/projects/hold/label").await;
+    let first = b.wait_new_pair("").await;
+    let pause = |paused: bool| {
+        let (app, lead2) = (&app, &lead2);
+        async move {
+            let res = app
+                .post(
+                    "/api/v1/projects/hold/raters/keyboard/pause",
+                    lead2,
+                    json!({ "paused": paused }),
+                )
+                .await;
+            assert!(res.status.is_success(), "{}", res.text());
+        }
+    };
+    pause(true).await;
+    b.press(&[Key::Right.into()]).await;
+    b.until(
+        "the paused screen",
+        "return !document.getElementById('break').hidden && document.getElementById('break-message').textContent.includes('paused')",
+    )
+    .await;
+    assert_eq!(
+        app.count("select count(*) from judgments j join comparisons c on c.id = j.comparison_id join projects p on p.id = c.project_id where p.slug = 'hold'").await,
+        1
+    );
+    pause(false).await;
+    b.client
+        .find(Locator::Id("break-retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_new_pair(&first).await;
+    let _ = b.client.clone().close().await;
+}
