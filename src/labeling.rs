@@ -439,6 +439,32 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
     finish(conn, access, rates, rolls).await
 }
 
+/// The first live lease its rater took, in the judgment's project, since a
+/// judgment was stored: what a one-call `next` that stored it answered, for
+/// the replay of that call (so a retry after a lost answer is handed the same
+/// pair, not leased another while that one waits for its lease to run out).
+pub async fn leased_since(pool: &PgPool, judgment: &Judgment) -> Result<Option<NextPair>> {
+    let held: Option<(Uuid, Uuid, bool, OffsetDateTime)> = sqlx::query_as(
+        "select n.id, n.comparison_id, n.left_is_a, n.expires_at
+         from assignments j
+         join assignments n on n.rater_id = j.rater_id and n.project_id = j.project_id
+         where j.id = $1 and n.state = 'leased' and n.expires_at > now()
+           and n.created_at >= $2
+         order by n.created_at
+         limit 1",
+    )
+    .bind(judgment.assignment_id)
+    .bind(judgment.created_at)
+    .fetch_optional(pool)
+    .await?;
+    match held {
+        Some((id, pair, left_is_a, expires_at)) => {
+            Ok(Some(shown(pool, id, pair, left_is_a, expires_at).await?))
+        }
+        None => Ok(None),
+    }
+}
+
 /// [`NEXT`]'s answer when it settles the call: the rater is paused (an error),
 /// holds as many leases as they may (the oldest again), or was leased a pair.
 async fn settled(

@@ -506,10 +506,10 @@ const NEXT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// errors, and then nothing is leased; an assignment of another project than
 /// the path's is refused with 422 `wrong_project`), and once it is durable the caller is
 /// leased the next pair of this project, as by `GET /next`. With an
-/// `Idempotency-Key` header a retry replays the stored judgment (200) and asks
-/// for the next pair again: the caller's live leases count as for `GET /next`,
-/// so a retry may be given another pair than the lost answer held, and that
-/// one then waits for its lease to expire.
+/// `Idempotency-Key` header a retry replays the stored judgment (200) and is
+/// handed the pair the first call leased (the first lease the caller took in
+/// this project since the judgment, while it lives); when there is none, it
+/// is leased a pair as by `GET /next`.
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/next", request_body = JudgeAndNextInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = JudgedAndNext), (status = 200, body = JudgedAndNext, description = "replay"),
@@ -532,7 +532,15 @@ async fn judge_and_next(
     let (status, judgment) = judge(&state, &credential, &headers, Some(&slug), id, input).await?;
     // The judgment is stored: whatever happens to the lease is told beside it,
     // and in time (not as the request's timeout, which would hide the judgment).
-    let lease = labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug);
+    // A replay answers the pair the first call leased while its lease lives.
+    let lease = async {
+        if status == StatusCode::OK
+            && let Some(pair) = labeling::leased_since(&state.pool, &judgment).await?
+        {
+            return Ok(Some(pair));
+        }
+        labeling::next_by_credential(&state.pool, &state.leases, &credential, &slug).await
+    };
     let (next, next_error) = match tokio::time::timeout(NEXT_WITHIN, lease).await {
         Ok(Ok(pair)) => (pair, None),
         Ok(Err(e)) => (None, Some(ErrorBody::of(&e))),

@@ -798,16 +798,11 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     app.import_text_pairs("one", &lead, 2).await;
     let r1 = app.annotator("one", &lead, "r1").await;
     let r2 = app.annotator("one", &lead, "r2").await;
-    let call_in = |slug: &str, token: &str, key: &str, body: Value| {
-        let req = Request::post(format!("/api/v1/projects/{slug}/next"))
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", key)
-            .body(body.to_string().into())
-            .unwrap();
-        app.send(req)
+    let call_in = async |slug: &str, token: &str, key: &str, body: Value| {
+        app.post_keyed(&format!("/api/v1/projects/{slug}/next"), token, key, body)
+            .await
     };
-    let call = |token: &str, key: &str, body: Value| call_in("one", token, key, body);
+    let call = async |token: &str, key: &str, body: Value| call_in("one", token, key, body).await;
     let judged = |id: &str| json!({"assignment_id": id, "judgment": {"choice": "left"}});
     let id1 = app.lease("one", &r1).await;
 
@@ -831,11 +826,12 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     assert_eq!((rater.as_str(), state.as_str()), ("r1", "leased"));
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 
-    // A retry replays the judgment; nothing new is stored, and with both pairs
-    // taken nothing new is leased.
+    // A retry replays the judgment; nothing new is stored, and it is handed
+    // the pair the first call leased.
     let again = call(&r1, "k-1", judged(&id1)).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text());
     assert_eq!(again.json()["judgment"]["id"], body["judgment"]["id"]);
+    assert_eq!(again.json()["next"]["assignment_id"], id2.as_str());
     assert_eq!(app.count("select count(*) from judgments").await, 1);
     assert_eq!(app.count("select count(*) from assignments").await, 2);
 
@@ -922,13 +918,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
 
     // An expired lease: 410, as from the judgment route, and nothing leased.
     let id4 = app.lease("one", &lead).await;
-    sqlx::query(
-        "update assignments set expires_at = now() - interval '1 second' where id = $1::uuid",
-    )
-    .bind(&id4)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.expire(&id4).await;
     let assignments = app.count("select count(*) from assignments").await;
     let res = call(&lead, "k-4", judged(&id4)).await;
     assert_eq!(res.status, StatusCode::GONE, "{}", res.text());
@@ -939,4 +929,40 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     );
     assert_eq!(app.count("select count(*) from judgments").await, 4);
     assert_eq!(app.miscounted_pairs().await, 0);
+}
+
+#[tokio::test]
+async fn a_retried_one_call_is_handed_the_pair_its_lost_answer_leased() {
+    let app = app().await;
+    let lead = app.project("again", json!({})).await;
+    app.import_text_pairs("again", &lead, 6).await;
+    let r1 = app.annotator("again", &lead, "r1").await;
+    let call = async |key: &str, id: &str| {
+        let body = json!({"assignment_id": id, "judgment": {"choice": "left"}});
+        let res = app
+            .post_keyed("/api/v1/projects/again/next", &r1, key, body)
+            .await;
+        assert!(res.status.is_success(), "{}", res.text());
+        res.json()["next"]["assignment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The rater holds a pair and a prefetched one; the first call's answer
+    // (with the pair it leased) is lost, and the call is retried.
+    let id1 = app.lease("again", &r1).await;
+    let prefetched = app.lease("again", &r1).await;
+    let leased = call("k-1", &id1).await;
+    assert_ne!(leased, prefetched);
+    for _ in 0..2 {
+        assert_eq!(call("k-1", &id1).await, leased);
+    }
+    assert_eq!(app.count("select count(*) from assignments").await, 3);
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+
+    // Once that lease has run out, a retry leases afresh.
+    app.expire(&leased).await;
+    let fresh = call("k-1", &id1).await;
+    assert!(![&id1, &prefetched, &leased].contains(&&fresh), "{fresh}");
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
 }

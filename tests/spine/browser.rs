@@ -457,7 +457,8 @@ async fn a_failed_save_is_retried_with_the_same_key() {
     // The network drops the first attempt to save a judgment before it leaves,
     // and the answer to the second after the server has stored it.
     b.js(
-        "window.__fails = 2; const real = window.fetch; window.fetch = (u, i) => {
+        "window.__fails = 2; window.__gets = 0; const real = window.fetch; window.fetch = (u, i) => {
+            if (!(i && i.method === 'POST') && String(u).endsWith('/next')) window.__gets++;
             if (i && i.method === 'POST' && String(u).endsWith('/next') && window.__fails > 0) {
                 window.__fails--;
                 if (window.__fails === 1) return Promise.reject(new TypeError('offline'));
@@ -505,6 +506,9 @@ async fn a_failed_save_is_retried_with_the_same_key() {
         4
     );
     assert_eq!(app.count("select count(*) from judgments").await, 4);
+    // The retry was handed the pair the lost answer leased, so the page never
+    // had to ask for one on its own.
+    assert_eq!(b.js("return window.__gets").await, json!(0));
     let _ = b.client.clone().close().await;
 }
 

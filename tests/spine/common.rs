@@ -213,6 +213,17 @@ impl TestApp {
         self.call(Method::POST, uri, Some(token), Some(body)).await
     }
 
+    /// POST JSON with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, uri: &str, token: &str, key: &str, body: Value) -> Res {
+        let req = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_string().into())
+            .unwrap();
+        self.send(req).await
+    }
+
     /// POST a raw body (e.g. JSONL).
     pub async fn post_raw(&self, uri: &str, token: &str, body: impl Into<Body>) -> Res {
         let req = Request::post(uri)
@@ -269,6 +280,17 @@ impl TestApp {
             .await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
         res.json()["assignment_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Let an assignment's lease run out.
+    pub async fn expire(&self, assignment: &str) {
+        sqlx::query(
+            "update assignments set expires_at = now() - interval '1 second' where id = $1::uuid",
+        )
+        .bind(assignment)
+        .execute(&self.pool)
+        .await
+        .unwrap();
     }
 
     /// Ask for the next pair of a project and answer it; the judgment's response.
