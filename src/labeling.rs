@@ -440,9 +440,11 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
 }
 
 /// The first live lease its rater took, in the judgment's project, since a
-/// judgment was stored: what a one-call `next` that stored it answered, for
-/// the replay of that call (so a retry after a lost answer is handed the same
-/// pair, not leased another while that one waits for its lease to run out).
+/// judgment was stored: what a one-call `next` that stored it answered (unless
+/// the rater leased another meanwhile), for the replay of that call, so a
+/// retry after a lost answer is handed that pair rather than leased another
+/// while it waits for its lease to run out. None when the rater may no longer
+/// label there or is paused: the replay then asks the leaser, which says why.
 pub async fn leased_since(pool: &PgPool, judgment: &Judgment) -> Result<Option<NextPair>> {
     let held: Option<(Uuid, Uuid, bool, OffsetDateTime)> = sqlx::query_as(
         "select n.id, n.comparison_id, n.left_is_a, n.expires_at
@@ -450,6 +452,13 @@ pub async fn leased_since(pool: &PgPool, judgment: &Judgment) -> Result<Option<N
          join assignments n on n.rater_id = j.rater_id and n.project_id = j.project_id
          where j.id = $1 and n.state = 'leased' and n.expires_at > now()
            and n.created_at >= $2
+           and (exists (select 1 from users u where u.id = j.rater_id and u.role = 'admin')
+                or exists (select 1 from project_members m
+                           where m.project_id = j.project_id and m.user_id = j.rater_id
+                             and m.role in ('annotator', 'lead')))
+           and not exists (select 1 from project_members m
+                           where m.project_id = j.project_id and m.user_id = j.rater_id
+                             and m.paused_at is not null)
          order by n.created_at
          limit 1",
     )

@@ -31,7 +31,7 @@
   let saving = Promise.resolve();
   let failed = null; // a judgment that could not be saved: {assignmentId, body, key}
   let player = null;
-  let lastAnswered = null; // the assignment whose judgment was sent last
+  let lastAnswered = null; // the assignment answered (or reported) last
 
   root.classList.add("js");
 
@@ -67,10 +67,12 @@
     );
   }
 
-  // What a save's answer says of the pair after: leased, nothing left, or why not.
+  // What a save's answer says of the pair after: leased, nothing left, or why
+  // not; null when the answer cannot be read (the page then asks GET /next).
   function leasedBeside(data) {
-    if (data && data.next) return { pair: data.next };
-    if (data && data.next_error) return { error: data.next_error };
+    if (!data || !data.judgment) return null;
+    if (data.next) return { pair: data.next };
+    if (data.next_error) return { error: data.next_error };
     return { none: true };
   }
 
@@ -227,6 +229,14 @@
   // Answers to a lease that mean "not now" rather than "something is wrong".
   const STOPS = ["break_time", "paused", "content_warning"];
 
+  // Whether a prefetch or a save's word can be acted on as it is: a pair not
+  // just answered, nothing left, or a stop. Other errors are asked again.
+  function usable(got) {
+    if (!got) return false;
+    if (got.pair) return got.pair.assignment_id !== lastAnswered;
+    return !!got.none || STOPS.includes(got.error.code);
+  }
+
   async function advance() {
     waiting = true;
     status("Loading the next pair…");
@@ -246,21 +256,24 @@
     } else {
       got = next ? await next : null;
       next = null;
-      // A save's word is newer than a prefetch that found nothing.
-      if (!got || !got.pair) got = takeSpare() || got;
+      // A save's word is newer than a prefetch that found no pair, or found
+      // the pair just answered (handed back at the lease cap).
+      if (!(got && got.pair && usable(got))) {
+        const word = takeSpare();
+        if (usable(word)) got = word;
+      }
     }
-    if (!got || (got.pair && got.pair.assignment_id === lastAnswered)) {
-      // Nothing in hand, or the pair just saved handed back (lease cap): ask.
-      got = await fetchNext();
-    }
+    // Nothing in hand, or only that: ask.
+    if (!usable(got)) got = await fetchNext();
     waiting = false;
     if ($("status").textContent.startsWith("Loading")) status("");
     if (got.pair) {
       show(got.pair);
-      // The pair after this one: what the save leased, else ask for it.
+      // The pair after this one: what the save leased (or its word that
+      // nothing is left), else ask for it.
       const after = takeSpare();
-      const usable = after && !(after.pair && after.pair.assignment_id === got.pair.assignment_id);
-      next = usable ? Promise.resolve(after) : fetchNext();
+      const fits = after && (after.none || (after.pair && after.pair.assignment_id !== got.pair.assignment_id));
+      next = fits ? Promise.resolve(after) : fetchNext();
     } else if (got.none) {
       showDone();
     } else if (STOPS.includes(got.error.code)) {
@@ -313,6 +326,9 @@
     $("report-box").open = false;
     $("report-reason").value = "";
     status("Reported. The pair was removed from your queue.");
+    // The rater may have answered it while the report was on its way.
+    if (!current || current.assignment_id !== id) return;
+    lastAnswered = id;
     current = null;
     advance();
   }

@@ -489,7 +489,9 @@ pub struct JudgedAndNext {
     pub judgment: Judgment,
     /// The next pair of the project in the path, leased to the caller; null
     /// when nothing is left for them (`GET /next` answers 204) or when
-    /// `next_error` says why none was leased.
+    /// `next_error` says why none was leased. A replay is handed the first
+    /// live lease the caller took in the project since the judgment (what the
+    /// first call leased, unless they leased another meanwhile), if any.
     pub next: Option<NextPair>,
     /// Why no pair was leased, as `GET /next` would have answered (e.g.
     /// `paused`, `break_time`, `content_warning`, `not_found`). The judgment is
@@ -507,9 +509,10 @@ const NEXT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// the path's is refused with 422 `wrong_project`), and once it is durable the caller is
 /// leased the next pair of this project, as by `GET /next`. With an
 /// `Idempotency-Key` header a retry replays the stored judgment (200) and is
-/// handed the pair the first call leased (the first lease the caller took in
-/// this project since the judgment, while it lives); when there is none, it
-/// is leased a pair as by `GET /next`.
+/// handed the first live lease the caller took in this project since the
+/// judgment (the pair the first call leased, unless they leased another
+/// meanwhile); when there is none, or they are paused or no longer an
+/// annotator there, it answers as `GET /next` would.
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/next", request_body = JudgeAndNextInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = JudgedAndNext), (status = 200, body = JudgedAndNext, description = "replay"),

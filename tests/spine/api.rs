@@ -901,14 +901,7 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
 
     // A paused rater's judgment is stored; why no pair came is told beside it.
     let id3 = app.lease("one", &r2).await;
-    let res = app
-        .post(
-            "/api/v1/projects/one/raters/r2/pause",
-            &lead,
-            json!({"paused": true}),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    app.pause("one", &lead, "r2", true).await;
     let res = call(&r2, "k-3", judged(&id3)).await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     let body = res.json();
@@ -943,26 +936,31 @@ async fn a_retried_one_call_is_handed_the_pair_its_lost_answer_leased() {
             .post_keyed("/api/v1/projects/again/next", &r1, key, body)
             .await;
         assert!(res.status.is_success(), "{}", res.text());
-        res.json()["next"]["assignment_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        res.json()
     };
+    let next = |body: &Value| body["next"]["assignment_id"].as_str().unwrap().to_owned();
     // The rater holds a pair and a prefetched one; the first call's answer
     // (with the pair it leased) is lost, and the call is retried.
     let id1 = app.lease("again", &r1).await;
     let prefetched = app.lease("again", &r1).await;
-    let leased = call("k-1", &id1).await;
+    let leased = next(&call("k-1", &id1).await);
     assert_ne!(leased, prefetched);
     for _ in 0..2 {
-        assert_eq!(call("k-1", &id1).await, leased);
+        assert_eq!(next(&call("k-1", &id1).await), leased);
     }
     assert_eq!(app.count("select count(*) from assignments").await, 3);
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 
+    // A rater paused since is told so, as by `GET /next`, not handed the pair.
+    app.pause("again", &lead, "r1", true).await;
+    let body = call("k-1", &id1).await;
+    assert!(body["next"].is_null(), "{body}");
+    assert_eq!(body["next_error"]["code"], "paused", "{body}");
+    app.pause("again", &lead, "r1", false).await;
+
     // Once that lease has run out, a retry leases afresh.
     app.expire(&leased).await;
-    let fresh = call("k-1", &id1).await;
+    let fresh = next(&call("k-1", &id1).await);
     assert!(![&id1, &prefetched, &leased].contains(&&fresh), "{fresh}");
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 }

@@ -209,6 +209,24 @@ async fn rater(app: &TestApp, slug: &str, lead: &str) {
     assert!(res.status.is_success());
 }
 
+/// A text project of `pairs` pairs and its rater "keyboard", logged in on its
+/// labeling page: the browser and the pair on screen.
+async fn on_label_page(
+    app: &TestApp,
+    slug: &str,
+    settings: Value,
+    pairs: usize,
+) -> Option<(Browser, String)> {
+    let lead = app.project(slug, settings).await;
+    app.import_text_pairs(slug, &lead, pairs).await;
+    rater(app, slug, &lead).await;
+    let b = browser(app).await?;
+    b.login("keyboard", "password123").await;
+    b.goto(&format!("/projects/{slug}/label")).await;
+    let first = b.wait_new_pair("").await;
+    Some((b, first))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_pairs_from_the_keyboard_alone() {
     let app = app().await;
@@ -447,13 +465,9 @@ async fn rollout_markup_never_runs_in_the_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_save_is_retried_with_the_same_key() {
     let app = app().await;
-    let lead = app.project("flaky", json!({})).await;
-    app.import_text_pairs("flaky", &lead, 4).await;
-    rater(&app, "flaky", &lead).await;
-    let Some(b) = browser(&app).await else { return };
-    b.login("keyboard", "password123").await;
-    b.goto("/projects/flaky/label").await;
-    let first = b.wait_new_pair("").await;
+    let Some((b, first)) = on_label_page(&app, "flaky", json!({}), 4).await else {
+        return;
+    };
     // The network drops the first attempt to save a judgment before it leaves,
     // and the answer to the second after the server has stored it.
     b.js(
@@ -515,15 +529,10 @@ async fn a_failed_save_is_retried_with_the_same_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_rationale_is_typed_and_sent_with_enter() {
     let app = app().await;
-    let lead = app
-        .project("why", json!({"rationale": "required", "strength_scale": 3}))
-        .await;
-    app.import_text_pairs("why", &lead, 1).await;
-    rater(&app, "why", &lead).await;
-    let Some(b) = browser(&app).await else { return };
-    b.login("keyboard", "password123").await;
-    b.goto("/projects/why/label").await;
-    b.wait_new_pair("").await;
+    let settings = json!({"rationale": "required", "strength_scale": 3});
+    let Some((b, _first)) = on_label_page(&app, "why", settings, 1).await else {
+        return;
+    };
     // The answer key asks for the reason first and puts the cursor in its box.
     b.press(&[Key::Right.into()]).await;
     b.until(
@@ -555,13 +564,10 @@ async fn a_required_rationale_is_typed_and_sent_with_enter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_break_or_a_pause_stops_the_page_at_the_next_answer() {
     let app = app().await;
-    let lead = app.project("cap", json!({"session_cap_pairs": 2})).await;
-    app.import_text_pairs("cap", &lead, 5).await;
-    rater(&app, "cap", &lead).await;
-    let Some(b) = browser(&app).await else { return };
-    b.login("keyboard", "password123").await;
-    b.goto("/projects/cap/label").await;
-    let first = b.wait_new_pair("").await;
+    let Some((b, first)) = on_label_page(&app, "cap", json!({"session_cap_pairs": 2}), 5).await
+    else {
+        return;
+    };
     b.press(&[Key::Left.into()]).await;
     b.wait_new_pair(&first).await;
     // The second answer reaches the cap: the break shows at once, not after
@@ -590,20 +596,17 @@ async fn a_break_or_a_pause_stops_the_page_at_the_next_answer() {
     assert!(res.status.is_success());
     b.goto("/projects/hold/label").await;
     let first = b.wait_new_pair("").await;
-    let pause = |paused: bool| {
-        let (app, lead2) = (&app, &lead2);
-        async move {
-            let res = app
-                .post(
-                    "/api/v1/projects/hold/raters/keyboard/pause",
-                    lead2,
-                    json!({ "paused": paused }),
-                )
-                .await;
-            assert!(res.status.is_success(), "{}", res.text());
-        }
-    };
-    pause(true).await;
+    // Paused only once the page holds its prefetched pair.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app
+        .count("select count(*) from assignments a join projects p on p.id = a.project_id where p.slug = 'hold' and a.state = 'leased'")
+        .await
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the page prefetched no pair");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.pause("hold", &lead2, "keyboard", true).await;
     b.press(&[Key::Right.into()]).await;
     b.until(
         "the paused screen",
@@ -614,7 +617,7 @@ async fn a_break_or_a_pause_stops_the_page_at_the_next_answer() {
         app.count("select count(*) from judgments j join comparisons c on c.id = j.comparison_id join projects p on p.id = c.project_id where p.slug = 'hold'").await,
         1
     );
-    pause(false).await;
+    app.pause("hold", &lead2, "keyboard", false).await;
     b.client
         .find(Locator::Id("break-retry"))
         .await
@@ -623,5 +626,44 @@ async fn a_break_or_a_pause_stops_the_page_at_the_next_answer() {
         .await
         .unwrap();
     b.wait_new_pair(&first).await;
+    let _ = b.client.clone().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_after_a_save_whose_lease_failed_shows_another_pair() {
+    let app = app().await;
+    let Some((b, first)) = on_label_page(&app, "lag", json!({}), 5).await else {
+        return;
+    };
+    // The first save is stored, but its answer says the lease that followed
+    // failed (the server leased a pair all the same).
+    b.js("window.__lag = 1; const real = window.fetch; window.fetch = (u, i) => {
+            const p = real(u, i);
+            if (!(i && i.method === 'POST' && String(u).endsWith('/next') && window.__lag > 0)) return p;
+            window.__lag--;
+            return p.then(async (r) => {
+                const d = await r.json();
+                d.next = null;
+                d.next_error = {code: 'unavailable', message: 'the lease took too long'};
+                return new Response(JSON.stringify(d), {status: r.status, headers: {'Content-Type': 'application/json'}});
+            }); }; return true")
+        .await;
+    b.press(&[Key::Left.into()]).await;
+    let second = b.wait_new_pair(&first).await;
+    assert_eq!(b.js("return window.__lag").await, json!(0));
+    // Reported, that pair leaves; the page asks for another instead of
+    // showing the failed lease's error.
+    b.press(&['r']).await;
+    b.type_text("broken pair").await;
+    b.js("document.getElementById('report-form').requestSubmit(); return true")
+        .await;
+    let third = b.wait_new_pair(&second).await;
+    assert_ne!(third, first);
+    assert_eq!(
+        b.js("return document.getElementById('error').hidden").await,
+        json!(true)
+    );
+    assert_eq!(app.count("select count(*) from judgments").await, 1);
+    assert_eq!(app.count("select count(*) from content_reports").await, 1);
     let _ = b.client.clone().close().await;
 }

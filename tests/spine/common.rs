@@ -282,6 +282,15 @@ impl TestApp {
         res.json()["assignment_id"].as_str().unwrap().to_owned()
     }
 
+    /// A project's lead pauses (or resumes) a rater there.
+    pub async fn pause(&self, slug: &str, lead: &str, rater: &str, paused: bool) {
+        let uri = format!("/api/v1/projects/{slug}/raters/{rater}/pause");
+        let res = self
+            .post(&uri, lead, serde_json::json!({ "paused": paused }))
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    }
+
     /// Let an assignment's lease run out.
     pub async fn expire(&self, assignment: &str) {
         sqlx::query(
