@@ -1,11 +1,11 @@
 // Backflip labeling page: keyboard-first answers, prefetching, retried saves,
-// synced GIF playback and a word diff for text.
+// synced GIF playback and a word diff for text. Progressive enhancement: the
+// page works as a plain form without this script.
 //
 // One call per answer: `POST /projects/{slug}/next` stores the judgment and
 // leases the pair after the one already prefetched, so while a rater looks at
-// a pair the next one is in hand. Only the first prefetch (and a fallback
-// when a save leased nothing) is a `GET /next`. Progressive enhancement: the
-// page works as a plain form without this script.
+// a pair the next one is in hand. `GET /next` is asked on load, after a report
+// or a break, and when a save leased nothing usable.
 //
 // Everything a rollout, prompt or instruction contains is put in the page with
 // textContent / createTextNode only, never as HTML.
