@@ -207,6 +207,27 @@ const ASSIGN_OPEN_PAIR: &str = "picked as (
 /// costs no disk flush of its own.
 const LAX_COMMIT: &str = "set_config('synchronous_commit', 'off', true) = 'off'";
 
+/// Whether `user` may label `project` (SQL expressions), as
+/// [`crate::projects::Access::can_label`] says: an admin (`is_admin`, an SQL condition), or an
+/// annotator or lead member of the project. Every statement that leases asks
+/// it this way.
+fn may_label_sql(is_admin: &str, project: &str, user: &str) -> String {
+    format!(
+        "({is_admin}
+          or exists (select 1 from project_members m
+                     where m.project_id = {project} and m.user_id = {user}
+                       and m.role in ('annotator', 'lead')))"
+    )
+}
+
+/// Whether the project's leads have paused `user`'s labeling in `project`.
+fn paused_sql(project: &str, user: &str) -> String {
+    format!(
+        "exists (select 1 from project_members m where m.project_id = {project}
+                 and m.user_id = {user} and m.paused_at is not null)"
+    )
+}
+
 /// The pick with its lock clause and guard, as a statement's tail.
 fn assign_sql(lock: &str, guard: &str) -> String {
     ASSIGN_OPEN_PAIR
@@ -248,9 +269,7 @@ static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          reaped as (update comparisons c set taken_count = c.taken_count - p.n
                     from per_pair p where c.id = p.comparison_id),
          s as (
-             select p.gold_rate, p.repeat_rate,
-                    exists (select 1 from project_members m where m.project_id = p.id
-                            and m.user_id = $2 and m.paused_at is not null) as paused,
+             select p.gold_rate, p.repeat_rate, {paused} as paused,
                     h.id as held, h.comparison_id as held_pair, h.left_is_a as held_left_is_a,
                     h.expires_at as held_expires_at, h.n as held_count
              from projects p left join lateral (
@@ -272,7 +291,8 @@ static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                              and $5 >= gold_rate and $6 >= repeat_rate from s)
                  and c.id not in (select comparison_id from per_pair)"
             ),
-        )
+        ),
+        paused = paused_sql("p.id", "$2"),
     )
 });
 
@@ -320,11 +340,9 @@ static NEXT_BY_CREDENTIAL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLoc
                  from projects p, ({caller}) c
                  where p.slug = $5 and p.content_warning is null
                    and p.session_cap_pairs is null and p.session_cap_minutes is null
-                   and (c.user_role = 'admin'
-                        or exists (select 1 from project_members m
-                                   where m.project_id = p.id and m.user_id = c.user_id
-                                     and m.role in ('annotator', 'lead')))),
-             {next}"
+                   and {}),
+             {next}",
+            may_label_sql("c.user_role = 'admin'", "p.id", "c.user_id")
         )
     })
 });
@@ -446,26 +464,28 @@ async fn try_next(conn: &mut PgConnection, access: &Access) -> Result<Option<Nex
 /// while it waits for its lease to run out. None when the rater may no longer
 /// label there or is paused: the replay then asks the leaser, which says why.
 pub async fn leased_since(pool: &PgPool, judgment: &Judgment) -> Result<Option<NextPair>> {
-    let held: Option<(Uuid, Uuid, bool, OffsetDateTime)> = sqlx::query_as(
-        "select n.id, n.comparison_id, n.left_is_a, n.expires_at
-         from assignments j
-         join assignments n on n.rater_id = j.rater_id and n.project_id = j.project_id
-         where j.id = $1 and n.state = 'leased' and n.expires_at > now()
-           and n.created_at >= $2
-           and (exists (select 1 from users u where u.id = j.rater_id and u.role = 'admin')
-                or exists (select 1 from project_members m
-                           where m.project_id = j.project_id and m.user_id = j.rater_id
-                             and m.role in ('annotator', 'lead')))
-           and not exists (select 1 from project_members m
-                           where m.project_id = j.project_id and m.user_id = j.rater_id
-                             and m.paused_at is not null)
-         order by n.created_at
-         limit 1",
-    )
-    .bind(judgment.assignment_id)
-    .bind(judgment.created_at)
-    .fetch_optional(pool)
-    .await?;
+    static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "select n.id, n.comparison_id, n.left_is_a, n.expires_at
+             from assignments j
+             join assignments n on n.rater_id = j.rater_id and n.project_id = j.project_id
+             where j.id = $1 and n.state = 'leased' and n.expires_at > now()
+               and n.created_at >= $2 and {} and not {}
+             order by n.created_at
+             limit 1",
+            may_label_sql(
+                "exists (select 1 from users u where u.id = j.rater_id and u.role = 'admin')",
+                "j.project_id",
+                "j.rater_id"
+            ),
+            paused_sql("j.project_id", "j.rater_id")
+        )
+    });
+    let held: Option<(Uuid, Uuid, bool, OffsetDateTime)> = sqlx::query_as(HELD.as_str())
+        .bind(judgment.assignment_id)
+        .bind(judgment.created_at)
+        .fetch_optional(pool)
+        .await?;
     match held {
         Some((id, pair, left_is_a, expires_at)) => {
             Ok(Some(shown(pool, id, pair, left_is_a, expires_at).await?))

@@ -32,7 +32,9 @@ use sqlx::PgPool;
 use super::{
     LAX_COMMIT, MAX_LIVE_LEASES, NEXT_BY_CREDENTIAL, NextRow, Rolls,
     batched::{Batch, Queue, column},
+    may_label_sql,
     own_conn::OwnConn,
+    paused_sql,
 };
 use crate::error::Result;
 
@@ -238,6 +240,8 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         })
         .collect::<Vec<_>>()
         .join(" union all ");
+    let may_label = may_label_sql("c.user_role = 'admin'", "p.id", "c.user_id");
+    let paused = paused_sql("w.project_id", "w.user_id");
     let expired = super::map_params(
         &super::expired_sql(
             "join comparisons c on c.id = a.comparison_id",
@@ -260,18 +264,13 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              cross join lateral ({callers}) c
              where p.content_warning is null
                and p.session_cap_pairs is null and p.session_cap_minutes is null
-               and (c.user_role = 'admin'
-                    or exists (select 1 from project_members m
-                               where m.project_id = p.id and m.user_id = c.user_id
-                                 and m.role in ('annotator', 'lead')))
+               and {may_label}
                and {LAX_COMMIT}),
          {expired},
          reaped as (update comparisons c set taken_count = c.taken_count - p.n
                     from per_pair p where c.id = p.comparison_id),
          s as (
-             select w.*,
-                    exists (select 1 from project_members m where m.project_id = w.project_id
-                            and m.user_id = w.user_id and m.paused_at is not null) as paused,
+             select w.*, {paused} as paused,
                     h.id as held, h.comparison_id as held_pair, h.left_is_a as held_left_is_a,
                     h.expires_at as held_expires_at, h.n as held_count
              from who w left join lateral (
