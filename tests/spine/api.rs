@@ -841,14 +841,8 @@ async fn one_call_judges_a_pair_and_leases_the_next() {
     let unknown = uuid::Uuid::new_v4().to_string();
     let other_lead = app.project("other", json!({})).await;
     app.import_text_pairs("other", &other_lead, 1).await;
-    let res = app
-        .post(
-            "/api/v1/projects/other/members",
-            &other_lead,
-            json!({"user": "r1", "role": "annotator"}),
-        )
+    app.add_member("other", &other_lead, "r1", "annotator")
         .await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     let elsewhere = app.lease("other", &r1).await;
     for (token, body, status, code) in [
         (&r2, judged(&id2), StatusCode::FORBIDDEN, "forbidden"),

@@ -249,15 +249,20 @@ impl TestApp {
     /// An annotator who is a member of the project; returns their token.
     pub async fn annotator(&self, slug: &str, lead: &str, name: &str) -> String {
         let token = self.user(name, Role::Annotator).await;
+        self.add_member(slug, lead, name, "annotator").await;
+        token
+    }
+
+    /// A project's lead adds an existing user to it with a project role.
+    pub async fn add_member(&self, slug: &str, lead: &str, user: &str, role: &str) {
         let res = self
             .post(
                 &format!("/api/v1/projects/{slug}/members"),
                 lead,
-                serde_json::json!({"user": name, "role": "annotator"}),
+                serde_json::json!({"user": user, "role": role}),
             )
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
-        token
     }
 
     /// Import `n` text pairs with ids `{prefix}{i}`.

@@ -862,14 +862,7 @@ async fn only_readers_export_and_only_leads_see_names() {
     let app = app().await;
     let (lead, raters) = labelled(&app).await;
     let researcher = app.user("res", Role::Researcher).await;
-    let res = app
-        .post(
-            "/api/v1/projects/ex/members",
-            &lead,
-            json!({"user": "res", "role": "researcher"}),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::CREATED);
+    app.add_member("ex", &lead, "res", "researcher").await;
     let outsider = app.user("outsider", Role::Lead).await;
     let uri = "/api/v1/projects/ex/export?format=raw-jsonl";
     assert_eq!(app.get(uri, &researcher).await.status, StatusCode::OK);

@@ -560,12 +560,7 @@ async fn dashboards_show_the_numbers_of_a_hand_built_dataset() {
     );
     // A researcher reads the dashboards but cannot act; an annotator cannot read them.
     app.user("res", Role::Researcher).await;
-    app.post(
-        "/api/v1/projects/d/members",
-        &lead,
-        json!({"user": "res", "role": "researcher"}),
-    )
-    .await;
+    app.add_member("d", &lead, "res", "researcher").await;
     let (rc, rcsrf) = session(&app, "res").await;
     assert_eq!(
         page(&app, &rc, "/projects/d/quality").await.status,

@@ -114,14 +114,7 @@ async fn every_route_checks_every_role() {
     ] {
         tokens.insert(name, app.user(name, role).await);
         if let Some(m) = member {
-            let res = app
-                .post(
-                    "/api/v1/projects/p/members",
-                    &tokens["lead"],
-                    json!({"user": name, "role": m}),
-                )
-                .await;
-            assert_eq!(res.status, StatusCode::CREATED);
+            app.add_member("p", &tokens["lead"], name, m).await;
         }
     }
     let managers: &[&str] = &["admin", "lead"];
