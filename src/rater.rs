@@ -197,9 +197,16 @@ pub struct Progress {
     pub streak_days: i64,
     /// Judgments in the current session (see `session_cap_pairs`).
     pub session: i64,
-    /// Pairs still open to this rater.
+    /// Pairs still open to this rater, counted up to [`REMAINING_COUNTED`].
     pub remaining: i64,
+    /// True when there are more than `remaining` such pairs: the count stopped
+    /// at [`REMAINING_COUNTED`], so that reading progress costs the same in a
+    /// project of a million open pairs as in one of a thousand.
+    pub remaining_capped: bool,
 }
+
+/// How many of the pairs open to a rater [`progress`] counts at most.
+pub const REMAINING_COUNTED: i64 = 1000;
 
 /// The rater's progress, read on `conn` (the request's one connection).
 pub async fn progress(conn: &mut PgConnection, access: &Access) -> Result<Progress> {
@@ -220,14 +227,22 @@ pub async fn progress(conn: &mut PgConnection, access: &Access) -> Result<Progre
     .bind(access.project.id)
     .fetch_all(&mut *conn)
     .await?;
-    let remaining: i64 = sqlx::query_scalar(
-        "select count(*) from comparisons c
-         where c.project_id = $1 and c.is_open
-           and not exists (select 1 from assignments a
-                           where a.comparison_id = c.id and a.rater_id = $2 and a.state <> 'expired')",
+    // Open pairs the rater holds no live assignment for, one more than are
+    // shown at most. `kind <> 'repeat'` changes no result (a repeat is of a
+    // pair the rater already holds a judged regular assignment for) and lets
+    // the anti-join probe `assignments_rater_pair_idx`, as the leaser's does.
+    let counted: i64 = sqlx::query_scalar(
+        "select count(*) from (
+             select 1 from comparisons c
+             where c.project_id = $1 and c.is_open
+               and not exists (select 1 from assignments a
+                               where a.comparison_id = c.id and a.rater_id = $2
+                                 and a.state <> 'expired' and a.kind <> 'repeat')
+             limit $3) open_to_rater",
     )
     .bind(access.project.id)
     .bind(access.user.id)
+    .bind(REMAINING_COUNTED + 1)
     .fetch_one(&mut *conn)
     .await?;
     let session = session(&mut *conn, access).await?.map_or(0, |(_, n, _)| n);
@@ -236,7 +251,8 @@ pub async fn progress(conn: &mut PgConnection, access: &Access) -> Result<Progre
         total,
         streak_days: streak(&days, OffsetDateTime::now_utc().date()),
         session,
-        remaining,
+        remaining: counted.min(REMAINING_COUNTED),
+        remaining_capped: counted > REMAINING_COUNTED,
     })
 }
 

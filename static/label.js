@@ -5,7 +5,9 @@
 // One call per answer: `POST /projects/{slug}/next` stores the judgment and
 // leases the pair after the one already prefetched, so while a rater looks at
 // a pair the next one is in hand. `GET /next` is asked on load, after a report
-// or a break, and when a save leased nothing usable.
+// or a break, and when a save leased nothing usable. The progress line counts
+// the page's own answers and is read from the server at most once every
+// PROGRESS_EVERY_MS, so an answer costs one request.
 //
 // Everything a rollout, prompt or instruction contains is put in the page with
 // textContent / createTextNode only, never as HTML.
@@ -59,7 +61,7 @@
   function fetchNext() {
     return call("GET", `/projects/${cfg.slug}/next`).then(
       (r) => {
-        if (r.status === 200) return { pair: r.data };
+        if (r.status === 200) return { pair: leased(r.data) };
         if (r.status === 204) return { none: true };
         return { error: r.data || { code: "http_" + r.status, message: "The server answered " + r.status } };
       },
@@ -71,7 +73,7 @@
   // not; null when the answer cannot be read (the page then asks GET /next).
   function leasedBeside(data) {
     if (!data || !data.judgment) return null;
-    if (data.next) return { pair: data.next };
+    if (data.next) return { pair: leased(data.next) };
     if (data.next_error) return { error: data.next_error };
     return { none: true };
   }
@@ -97,7 +99,10 @@
       } catch (e) {
         r = { status: 0, data: null };
       }
-      if (r.status === 200 || r.status === 201) return { ok: true, after: leasedBeside(r.data) };
+      if (r.status === 200 || r.status === 201) {
+        // 201: a new judgment (200 is the replay of one already counted).
+        return { ok: true, after: leasedBeside(r.data), created: r.status === 201 };
+      }
       const retryable = r.status === 0 || r.status >= 500 || r.status === 429;
       if (!retryable || attempt >= RETRY_DELAYS.length) {
         return { ok: false, retryable, message: (r.data && r.data.message) || "the server could not be reached" };
@@ -113,7 +118,7 @@
       if (result.ok) {
         spare = result.after;
         status("Saved.");
-        refreshProgress();
+        if (result.created) counted();
         return;
       }
       if (result.retryable) {
@@ -126,12 +131,51 @@
     return saving;
   }
 
+  // ---- progress ----
+
+  const PROGRESS_EVERY_MS = 15000;
+  let progressAt = Date.now(); // the page was rendered with fresh progress
+  let progressTimer = null;
+
+  // The leases this page was handed: the progress it was rendered with
+  // already left out the pair it shows.
+  const leasedHere = new Set(current ? [current.assignment_id] : []);
+
+  function addTo(k, d) {
+    const el = $("p-" + k);
+    const n = el ? Number(el.textContent) : NaN; // "1000+" is not a number: left as it is
+    if (Number.isInteger(n)) el.textContent = String(Math.max(0, n + d));
+  }
+
+  // A pair leased to this rater is no longer left for them: one fewer, unless
+  // it is a lease already counted (the oldest handed back at the lease cap).
+  function leased(pair) {
+    if (!leasedHere.has(pair.assignment_id)) {
+      leasedHere.add(pair.assignment_id);
+      addTo("remaining", -1);
+    }
+    return pair;
+  }
+
+  // A new judgment was stored: count it here at once, and have the server's
+  // figures (the streak, other raters' work) read within PROGRESS_EVERY_MS.
+  function counted() {
+    addTo("today", 1);
+    addTo("total", 1);
+    if (progressTimer) return;
+    const wait = Math.max(0, progressAt + PROGRESS_EVERY_MS - Date.now());
+    progressTimer = setTimeout(refreshProgress, wait);
+  }
+
   async function refreshProgress() {
+    clearTimeout(progressTimer);
+    progressTimer = null;
+    progressAt = Date.now();
     const r = await call("GET", `/projects/${cfg.slug}/progress`).catch(() => null);
     if (!r || r.status !== 200) return;
     for (const k of ["today", "total", "streak_days", "remaining"]) {
       const el = $("p-" + k);
-      if (el) el.textContent = String(r.data[k]);
+      if (el) el.textContent = String(r.data[k]) + (k === "remaining" && r.data.remaining_capped ? "+" : "");
     }
   }
 
@@ -215,6 +259,7 @@
     if (player) player.stop();
     $("pair-view").hidden = true;
     $("done").hidden = false;
+    refreshProgress();
   }
 
   function showBreak(message) {

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::common::app;
+use crate::pages::Browser;
 
 #[tokio::test]
 async fn a_content_warning_must_be_accepted_first() {
@@ -120,6 +121,44 @@ async fn a_session_cap_asks_for_a_break() {
     );
 }
 
+/// Progress counts the pairs left to a rater up to a thousand and says when
+/// there are more, in the API and on the labeling page, so that reading it
+/// does not walk a project's every open pair.
+#[tokio::test]
+async fn progress_counts_the_pairs_left_up_to_a_thousand() {
+    let app = app().await;
+    let lead = app.project("many", json!({})).await;
+    app.import_text_pairs("many", &lead, 1002).await;
+    let r1 = app.annotator("many", &lead, "r1").await;
+    let left = |p: serde_json::Value| (p["remaining"].clone(), p["remaining_capped"].clone());
+    let p = app.get("/api/v1/projects/many/progress", &r1).await.json();
+    assert_eq!(
+        left(p),
+        (json!(1000), json!(true)),
+        "1,002 open: more than 1,000"
+    );
+    app.lease("many", &r1).await;
+    let p = app.get("/api/v1/projects/many/progress", &r1).await.json();
+    assert_eq!(
+        left(p),
+        (json!(1000), json!(true)),
+        "1,001 open: more than 1,000"
+    );
+    app.lease("many", &r1).await;
+    let p = app.get("/api/v1/projects/many/progress", &r1).await.json();
+    assert_eq!(left(p), (json!(1000), json!(false)), "exactly 1,000");
+
+    // The page renders the same count (r1 holds two leases, as many as one
+    // may: the page shows the older again), and "+" when there are more.
+    let b = Browser::login(&app, "r1", "password123").await;
+    let html = b.get(&app, "/projects/many/label").await.text();
+    assert!(html.contains(r#"<b id="p-remaining">1000</b>"#), "{html}");
+    app.annotator("many", &lead, "r2").await;
+    let b = Browser::login(&app, "r2", "password123").await;
+    let html = b.get(&app, "/projects/many/label").await.text();
+    assert!(html.contains(r#"<b id="p-remaining">1000+</b>"#), "{html}");
+}
+
 #[tokio::test]
 async fn progress_and_clip_viewing_fields() {
     let app = app().await;
@@ -129,7 +168,8 @@ async fn progress_and_clip_viewing_fields() {
     let p = app.get("/api/v1/projects/prog/progress", &r1).await.json();
     assert_eq!(
         p,
-        json!({"today": 0, "total": 0, "streak_days": 0, "session": 0, "remaining": 4})
+        json!({"today": 0, "total": 0, "streak_days": 0, "session": 0, "remaining": 4,
+               "remaining_capped": false})
     );
     let id = app.lease("prog", &r1).await;
     let body = json!({"choice": "right", "replays": 2, "answered_before_clip_end": true, "duration_ms": 900});
@@ -145,7 +185,8 @@ async fn progress_and_clip_viewing_fields() {
     let p = app.get("/api/v1/projects/prog/progress", &r1).await.json();
     assert_eq!(
         p,
-        json!({"today": 1, "total": 1, "streak_days": 1, "session": 1, "remaining": 3})
+        json!({"today": 1, "total": 1, "streak_days": 1, "session": 1, "remaining": 3,
+               "remaining_capped": false})
     );
     let res = app
         .post(
