@@ -5,7 +5,10 @@ pub mod embedded;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Executor, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 use crate::config::GlobalOpts;
 use embedded::EmbeddedPostgres;
@@ -81,13 +84,50 @@ impl Database {
 /// died with the server fails its next query with a 503 and is dropped when given
 /// back, where sqlx still checks it.
 pub async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("reading the PostgreSQL URL {}", redact(url)))?;
+    let jit_off = !sets_jit(&options);
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
         .test_before_acquire(false)
-        .connect(url)
+        .after_connect(move |conn, _| Box::pin(async move { session(conn, jit_off).await }))
+        .connect_with(options)
         .await
         .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))
+}
+
+/// Set up a new connection of ours: PostgreSQL's JIT compilation off, unless
+/// the URL sets `jit` itself (`?options=-c%20jit%3Don`, see [`sets_jit`]).
+/// Every pool connection runs this once, and so does a batching task's own
+/// connection (`labeling::own_conn`).
+///
+/// JIT compiles a statement whose estimated cost passes `jit_above_cost`, on
+/// every execution. The leasing statement's generic plan (a prepared
+/// statement's, once PostgreSQL settles on one) estimates a tenth of a large
+/// queue for the pool it takes, and so crossed that line with a million open
+/// pairs: each lease then spent 100–170 ms compiling 251 functions, for a
+/// statement that runs in a few milliseconds (docs/benchmarks.md, "JIT
+/// compilation and a stale plan"). No statement here gains from JIT what that
+/// costs. A `SET` rather than the startup packet's `options`, which some
+/// connection poolers refuse.
+pub async fn session(conn: &mut PgConnection, jit_off: bool) -> Result<(), sqlx::Error> {
+    if jit_off {
+        conn.execute("set jit = off").await?;
+    }
+    Ok(())
+}
+
+/// Whether the URL's `options` set `jit` (`-c jit=…`); then [`session`] leaves it.
+pub fn sets_jit(options: &PgConnectOptions) -> bool {
+    options.get_options().is_some_and(|set| {
+        set.split_whitespace().any(|word| {
+            word.trim_start_matches("-c")
+                .trim_start_matches('-')
+                .starts_with("jit=")
+        })
+    })
 }
 
 /// Apply the migrations in `migrations/` (embedded in the binary).
@@ -133,6 +173,20 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_url_may_set_jit() {
+        let sets = |url: &str| super::sets_jit(&url.parse().unwrap());
+        assert!(!sets("postgres://u@h/db"));
+        assert!(sets(
+            "postgres://u@h/db?options=-c%20jit%3Don%20-c%20work_mem%3D8MB"
+        ));
+        assert!(sets(
+            "postgres://u@h/db?options=-c%20work_mem%3D8MB%20-cjit%3Doff"
+        ));
+        assert!(sets("postgres://u@h/db?options=--jit%3Don"));
+        assert!(!sets("postgres://u@h/db?options=-c%20jit_above_cost%3D10"));
+    }
+
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(

@@ -56,9 +56,11 @@ impl OwnConn {
             let options = (*self.pool.connect_options())
                 .clone()
                 .application_name(self.name);
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
-                .await
-                .map_err(|_| Error::Unavailable)??;
+            let mut conn =
+                tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+                    .await
+                    .map_err(|_| Error::Unavailable)??;
+            crate::db::session(&mut conn, !crate::db::sets_jit(&options)).await?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("opened above"))

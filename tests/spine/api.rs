@@ -958,3 +958,24 @@ async fn a_retried_one_call_is_handed_the_pair_its_lost_answer_leased() {
     assert!(![&id1, &prefetched, &leased].contains(&&fresh), "{fresh}");
     assert_eq!(app.count("select count(*) from judgments").await, 1);
 }
+
+/// Every connection of ours runs without PostgreSQL's JIT compilation
+/// (`db::session`), unless the URL sets `jit` itself.
+#[tokio::test]
+async fn connections_run_without_jit_unless_the_url_sets_it() {
+    let app = app().await;
+    let jit: String = sqlx::query_scalar("show jit")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off");
+    let sep = if app.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options=-c%20jit%3Don", app.url);
+    let pool = backflip::db::pool(&url, 1).await.unwrap();
+    let jit: String = sqlx::query_scalar("show jit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jit, "on", "the URL's own setting wins");
+    pool.close().await;
+}
