@@ -228,16 +228,21 @@ pub async fn progress(conn: &mut PgConnection, access: &Access) -> Result<Progre
     .fetch_all(&mut *conn)
     .await?;
     // Open pairs the rater holds no live assignment for, one more than are
-    // shown at most. `kind <> 'repeat'` changes no result (a repeat is of a
-    // pair the rater already holds a judged regular assignment for) and lets
-    // the anti-join probe `assignments_rater_pair_idx`, as the leaser's does.
+    // shown at most, walked in queue order as the leaser's pick walks them: the
+    // open pairs' index, with one probe of `assignments_rater_pair_idx` each
+    // (`kind <> 'repeat'` changes no result, since a repeat is of a pair the
+    // rater holds a judged regular assignment for, and lets the probe use it;
+    // `offset 0` keeps the probe a probe). Without the order, PostgreSQL chose
+    // to walk the pairs by id, through the closed ones first.
     let counted: i64 = sqlx::query_scalar(
         "select count(*) from (
              select 1 from comparisons c
              where c.project_id = $1 and c.is_open
                and not exists (select 1 from assignments a
                                where a.comparison_id = c.id and a.rater_id = $2
-                                 and a.state <> 'expired' and a.kind <> 'repeat')
+                                 and a.state <> 'expired' and a.kind <> 'repeat'
+                               offset 0)
+             order by c.priority desc, c.seq
              limit $3) open_to_rater",
     )
     .bind(access.project.id)

@@ -6,8 +6,9 @@
 // leases the pair after the one already prefetched, so while a rater looks at
 // a pair the next one is in hand. `GET /next` is asked on load, after a report
 // or a break, and when a save leased nothing usable. The progress line counts
-// the page's own answers and is read from the server at most once every
-// PROGRESS_EVERY_MS, so an answer costs one request.
+// the page's own answers and leases, and is read from the server when the page
+// runs out of pairs and otherwise at most every 15 s, so an answer costs one
+// request.
 //
 // Everything a rollout, prompt or instruction contains is put in the page with
 // textContent / createTextNode only, never as HTML.
@@ -99,10 +100,9 @@
       } catch (e) {
         r = { status: 0, data: null };
       }
-      if (r.status === 200 || r.status === 201) {
-        // 201: a new judgment (200 is the replay of one already counted).
-        return { ok: true, after: leasedBeside(r.data), created: r.status === 201 };
-      }
+      // 200: a retry's replay of the judgment its first try stored, whose
+      // answer the page never saw. Either way the judgment is new to the page.
+      if (r.status === 200 || r.status === 201) return { ok: true, after: leasedBeside(r.data) };
       const retryable = r.status === 0 || r.status >= 500 || r.status === 429;
       if (!retryable || attempt >= RETRY_DELAYS.length) {
         return { ok: false, retryable, message: (r.data && r.data.message) || "the server could not be reached" };
@@ -118,7 +118,7 @@
       if (result.ok) {
         spare = result.after;
         status("Saved.");
-        if (result.created) counted();
+        counted();
         return;
       }
       if (result.retryable) {
@@ -133,7 +133,9 @@
 
   // ---- progress ----
 
-  const PROGRESS_EVERY_MS = 15000;
+  // Between two reads of the server's figures, in ms (data-progress-every
+  // overrides it, for tests).
+  const progressEvery = () => Number(root.dataset.progressEvery) || 15000;
   let progressAt = Date.now(); // the page was rendered with fresh progress
   let progressTimer = null;
 
@@ -149,21 +151,29 @@
 
   // A pair leased to this rater is no longer left for them: one fewer, unless
   // it is a lease already counted (the oldest handed back at the lease cap).
+  // A repeat or a gold pair was not counted as left, which the page cannot
+  // tell: the server's figures, read soon after, correct the count.
   function leased(pair) {
     if (!leasedHere.has(pair.assignment_id)) {
       leasedHere.add(pair.assignment_id);
       addTo("remaining", -1);
+      readSoon();
     }
     return pair;
   }
 
-  // A new judgment was stored: count it here at once, and have the server's
-  // figures (the streak, other raters' work) read within PROGRESS_EVERY_MS.
+  // A new judgment was stored: count it here at once.
   function counted() {
     addTo("today", 1);
     addTo("total", 1);
+    readSoon();
+  }
+
+  // Have the server's figures (the streak, other raters' work) read within
+  // progressEvery() of the last read.
+  function readSoon() {
     if (progressTimer) return;
-    const wait = Math.max(0, progressAt + PROGRESS_EVERY_MS - Date.now());
+    const wait = Math.max(0, progressAt + progressEvery() - Date.now());
     progressTimer = setTimeout(refreshProgress, wait);
   }
 

@@ -245,12 +245,30 @@ async fn text_pairs_from_the_keyboard_alone() {
         "return document.getElementById('warning')?.textContent.includes('Some answers are rude.')",
     )
     .await;
+    // No timed read of progress in this test: the page's own counting shows.
+    b.js("document.getElementById('labeler').dataset.progressEvery = '3600000'; return true")
+        .await;
     b.press(&[Key::Enter.into()]).await;
 
+    let progress_line = "return ['today', 'total', 'remaining'].map((k) => document.getElementById('p-' + k).textContent).join()";
     let mut previous = String::new();
     let keys: [char; 3] = [Key::Left.into(), Key::Right.into(), Key::Up.into()];
     for (i, key) in keys.into_iter().enumerate() {
         previous = b.wait_new_pair(&previous).await;
+        if i == 2 {
+            // Two answers saved, three pairs leased (the shown one, the
+            // prefetch, and the one the first answer's call leased), and the
+            // server not asked: the page counted them itself.
+            b.until(
+                "two answers counted",
+                &format!("{progress_line} === '2,2,0'"),
+            )
+            .await;
+            let calls = b
+                .js("return window.__calls.filter((c) => c.endsWith('/progress'))")
+                .await;
+            assert_eq!(calls, json!([]), "progress read before the pairs ran out");
+        }
         if i == 0 {
             // From here on, the page's calls are written down.
             b.js("window.__calls = []; const real = window.fetch; window.fetch = (u, i) => {
@@ -288,18 +306,15 @@ async fn text_pairs_from_the_keyboard_alone() {
         .map(|c| c.as_str().unwrap())
         .partition(|c| c.ends_with("/progress"));
     assert_eq!(calls, ["POST /api/v1/projects/kb/next"; 3], "{calls:?}");
-    // The page counts its own answers and leases: it reads progress when it
-    // runs out of pairs, and at most every 15 s before (a slow run may take
-    // that long), not after each answer.
-    assert!(
-        (1..=2).contains(&progress.len()),
-        "{progress:?}: progress read once at the end, not per answer"
+    // The page counts its own answers and leases and reads the server's
+    // figures when it runs out of pairs, not after each answer.
+    assert_eq!(
+        progress,
+        ["GET /api/v1/projects/kb/progress"],
+        "progress read once, at the end"
     );
-    b.until(
-        "the progress line",
-        "return ['today', 'total', 'remaining'].map((k) => document.getElementById('p-' + k).textContent).join() === '3,3,0'",
-    )
-    .await;
+    b.until("the progress line", &format!("{progress_line} === '3,3,0'"))
+        .await;
 
     let rows: Vec<(String, String, bool, Option<i32>)> = sqlx::query_as(
         "select j.displayed_choice, j.choice, j.left_is_a, j.duration_ms from judgments j order by j.created_at",
