@@ -163,16 +163,17 @@ pub async fn next_by_credential(
 /// of reading the rater's whole history. `offset 0` keeps PostgreSQL from turning
 /// the test into an anti-join: as one, with an estimate of the rater's history
 /// older than the history, it read that whole history again for every candidate
-/// (over 1,000 rows each, `bench submit`). `{GUARD}`: further conditions.
-const PICK_OPEN_PAIR: &str = "select c.id from comparisons c
+/// (over 1,000 rows each, `bench submit`). `{GUARD}`: further conditions. The
+/// pick takes the first ([`assign_sql`]); progress counts them
+/// ([`crate::rater::progress`]).
+pub(crate) const OPEN_TO_RATER: &str = "select c.id from comparisons c
      where c.project_id = $1 and c.is_open
        and not exists (select 1 from assignments a
                        where a.comparison_id = c.id and a.rater_id = $2
                          and a.state <> 'expired' and a.kind <> 'repeat'
                        offset 0)
        {GUARD}
-     order by c.priority desc, c.seq
-     limit 1";
+     order by c.priority desc, c.seq";
 
 /// Take a slot of the picked pair, lease it to the rater and read it as shown:
 /// `$1` project, `$2` rater, `$3` left_is_a, `$4` lease seconds. Common table
@@ -231,7 +232,10 @@ fn paused_sql(project: &str, user: &str) -> String {
 /// The pick with its lock clause and guard, as a statement's tail.
 fn assign_sql(lock: &str, guard: &str) -> String {
     ASSIGN_OPEN_PAIR
-        .replace("{PICK}", &PICK_OPEN_PAIR.replace("{GUARD}", guard))
+        .replace(
+            "{PICK}",
+            &format!("{} limit 1", OPEN_TO_RATER.replace("{GUARD}", guard)),
+        )
         .replace("{LOCK}", lock)
         .replace("{REFILL}", &crate::selection::job::refill_cte("picked"))
 }
@@ -601,7 +605,7 @@ async fn extra(
 ) -> Result<Option<NextPair>> {
     let (project, rater) = (&access.project, &access.user);
     let extra: Option<(Uuid, &str, Option<Uuid>, bool)> = if gold {
-        // `offset 0`: one index probe per candidate, as in `PICK_OPEN_PAIR`.
+        // `offset 0`: one index probe per candidate, as in `OPEN_TO_RATER`.
         sqlx::query_scalar::<_, Uuid>(
             "select c.id from comparisons c
              where c.project_id = $1 and c.gold is not null

@@ -228,28 +228,21 @@ pub async fn progress(conn: &mut PgConnection, access: &Access) -> Result<Progre
     .fetch_all(&mut *conn)
     .await?;
     // Open pairs the rater holds no live assignment for, one more than are
-    // shown at most, walked in queue order as the leaser's pick walks them: the
-    // open pairs' index, with one probe of `assignments_rater_pair_idx` each
-    // (`kind <> 'repeat'` changes no result, since a repeat is of a pair the
-    // rater holds a judged regular assignment for, and lets the probe use it;
-    // `offset 0` keeps the probe a probe). Without the order, PostgreSQL chose
-    // to walk the pairs by id, through the closed ones first.
-    let counted: i64 = sqlx::query_scalar(
-        "select count(*) from (
-             select 1 from comparisons c
-             where c.project_id = $1 and c.is_open
-               and not exists (select 1 from assignments a
-                               where a.comparison_id = c.id and a.rater_id = $2
-                                 and a.state <> 'expired' and a.kind <> 'repeat'
-                               offset 0)
-             order by c.priority desc, c.seq
-             limit $3) open_to_rater",
-    )
-    .bind(access.project.id)
-    .bind(access.user.id)
-    .bind(REMAINING_COUNTED + 1)
-    .fetch_one(&mut *conn)
-    .await?;
+    // shown at most, walked in queue order as the leaser's pick walks them (one
+    // index probe per pair). Without the order, PostgreSQL chose to walk the
+    // pairs by id, through the closed ones first.
+    static LEFT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "select count(*) from ({} limit $3) open_to_rater",
+            crate::labeling::OPEN_TO_RATER.replace("{GUARD}", "")
+        )
+    });
+    let counted: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(LEFT.as_str()))
+        .bind(access.project.id)
+        .bind(access.user.id)
+        .bind(REMAINING_COUNTED + 1)
+        .fetch_one(&mut *conn)
+        .await?;
     let session = session(&mut *conn, access).await?.map_or(0, |(_, n, _)| n);
     Ok(Progress {
         today,

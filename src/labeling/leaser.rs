@@ -299,7 +299,7 @@ static NEXT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  for update of c skip locked) x),
          -- the callers' turns: each takes the first pair of the pool with a
          -- slot left after the turns before that they have not been given
-         -- (`offset 0`: see `PICK_OPEN_PAIR`). The scan stops at the pair it
+         -- (`offset 0`: see `OPEN_TO_RATER`). The scan stops at the pair it
          -- takes, as the pool is read in the order it was made (no sort is
          -- asked for, so the history is probed for those pairs only).
          turns (n, taken, pick) as (
