@@ -769,7 +769,10 @@ async fn new_rows_get_time_ordered_ids() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let end = millis(std::time::SystemTime::now());
+    // The column default rounds the time to the millisecond (a cast of
+    // `extract(epoch …) * 1000` to bigint), where `millis` truncates: an id
+    // made in the last half millisecond reads one later.
+    let end = millis(std::time::SystemTime::now()) + 1;
     let ids: Vec<(String, uuid::Uuid)> = sqlx::query_as(
         "select 'rollout', id from rollouts union all select 'pair', id from comparisons
          union all select 'assignment', id from assignments
